@@ -1,0 +1,1 @@
+"""Leakage check against downstream evaluation sets and within-corpus near-duplicates (see ARCHITECTURE.md)."""

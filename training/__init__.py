@@ -1,0 +1,1 @@
+"""The TVTS model, its losses, the shard loader and the DeepSpeed engine (see ARCHITECTURE.md)."""
