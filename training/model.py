@@ -1,0 +1,407 @@
+"""The TVTS model (CVPR 2023): a masked video ViT, a text encoder, and a transformer that sorts shuffled
+transcripts by looking at the video. Read top to bottom; shapes in comments use
+
+    B batch, K transcripts per sample, L tokens per transcript, T frames, H = W image size,
+    t = T / tubelet temporal slices, N = (H / patch)^2 patches per slice, n = kept patches per slice,
+    Dv video width, Dt text width, D common embedding width.
+
+The spec lives in ../shared/TVTS-SPEC.md ("Model", "Losses"). Losses are in training/losses.py.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.losses import contrastive_loss, sort_loss_and_accuracy
+from training.model_config import FALLBACK_TOKENIZER, ModelConfig, TextConfig, resolve_model_source
+
+log = logging.getLogger(__name__)
+LN_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transformer block (shared by the video encoder and the sort transformer)
+# ----------------------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:               # x [B, S, C]
+        B, S, C = x.shape
+        qkv = self.qkv(x).view(B, S, 3, self.heads, C // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                # each [B, heads, S, C/heads]
+        out = F.scaled_dot_product_attention(q, k, v)                  # [B, heads, S, C/heads]
+        return self.proj(out.transpose(1, 2).reshape(B, S, C))         # [B, S, C]
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block; parameter names follow ImageMAE/timm so their checkpoints load by name."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                # x [B, S, C]
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    for block in blocks:
+        if checkpointing and torch.is_grad_enabled():
+            # Recompute this block's activations in backward instead of storing them.
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
+    return x
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT initialisation: truncated normal linears, unit LayerNorms, the patch kernel as a linear map."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv3d):
+        nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Video encoder: ViT over tubelets with per-time-slice random masking
+# ----------------------------------------------------------------------------------------------------
+def random_keep_indices(batch: int, slices: int, patches: int, keep: int, device: torch.device,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each sample and each temporal slice independently, `keep` distinct patch indices at random."""
+    noise = torch.rand(batch, slices, patches, device=device, generator=generator)   # [B, t, N]
+    return noise.argsort(dim=-1)[..., :keep]                                          # [B, t, n]
+
+
+class VideoEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        v = cfg.video
+        self.cfg = v
+        self.patch_embed = nn.Module()        # a sub-module named like ImageMAE's, so keys match
+        self.patch_embed.proj = nn.Conv3d(3, v.dim, kernel_size=(v.tubelet, v.patch_size, v.patch_size),
+                                          stride=(v.tubelet, v.patch_size, v.patch_size))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, v.dim))
+        # Spatial position embedding for [CLS] + N patches, shared by every temporal slice.
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + v.grid ** 2, v.dim))
+        # Temporal embedding, one per slice, zero at start: an ImageMAE init then sees a frozen-in-time video.
+        self.temporal_embed = nn.Parameter(torch.zeros(1, v.time_slices, v.dim))
+        self.blocks = nn.ModuleList(Block(v.dim, v.heads, v.mlp_ratio) for _ in range(v.depth))
+        self.norm = nn.LayerNorm(v.dim, eps=LN_EPS)
+        self.grad_checkpointing = v.grad_checkpointing
+
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def _temporal_embed(self, slices: int) -> torch.Tensor:
+        """[1, t, Dv]; linearly resampled when a clip has another number of slices than the preset."""
+        emb = self.temporal_embed
+        if slices != emb.shape[1]:
+            emb = F.interpolate(emb.transpose(1, 2), size=slices, mode="linear", align_corners=False).transpose(1, 2)
+        return emb
+
+    def _spatial_embed(self, grid: int) -> torch.Tensor:
+        """[1, grid*grid, Dv] patch position embedding, bicubically resized for another image size."""
+        emb = self.pos_embed[:, 1:]
+        old = math.isqrt(emb.shape[1])
+        if grid != old:
+            emb = emb.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+            emb = F.interpolate(emb, size=(grid, grid), mode="bicubic", align_corners=False)
+            emb = emb.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)
+        return emb
+
+    def forward(self, video: torch.Tensor, mask_ratio: float = 0.0,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """video [B, 3, T, H, W] -> (tokens [B, 1 + t*n, Dv] after the final norm, keep indices [B, t, n] or None)."""
+        tubelet = self.cfg.tubelet
+        if video.shape[2] % tubelet:
+            # An image (T = 1) or an odd clip: repeat the last frame so every tubelet is full.
+            missing = tubelet - video.shape[2] % tubelet
+            video = torch.cat([video, video[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
+        x = self.patch_embed.proj(video)                           # [B, Dv, t, h, w]
+        B, Dv, t, h, w = x.shape
+        x = x.flatten(3).permute(0, 2, 3, 1)                       # [B, t, N, Dv]
+        x = x + self._spatial_embed(h).unsqueeze(1)                # + spatial, tiled over time
+        x = x + self._temporal_embed(t).unsqueeze(2)               # + temporal, shared by the slice's patches
+
+        keep_idx = None
+        if mask_ratio > 0:
+            # MAE-style: drop the masked patches before the blocks, the same count in every slice.
+            keep = max(1, int(round(h * w * (1.0 - mask_ratio))))
+            keep_idx = random_keep_indices(B, t, h * w, keep, x.device, generator)   # [B, t, n]
+            x = x.gather(2, keep_idx.unsqueeze(-1).expand(-1, -1, -1, Dv))          # [B, t, n, Dv]
+        x = x.reshape(B, -1, Dv)                                   # [B, t*n, Dv]
+
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)            # [B, 1, Dv]
+        x = torch.cat([cls, x], dim=1)                             # [B, 1 + t*n, Dv]
+        x = run_blocks(self.blocks, x, self.grad_checkpointing)
+        return self.norm(x), keep_idx
+
+
+def load_mae_weights(encoder: VideoEncoder, path: str | Path) -> tuple[list[str], list[str]]:
+    """Initialise the video encoder from an ImageMAE ViT checkpoint; returns (missing, unexpected) keys.
+
+    The 2D patch kernel [Dv, 3, p, p] is repeated over the tubelet's frames and divided by their number,
+    so a still video gives the image model's patch features. A position embedding for another grid is
+    resized. Decoder, mask token and classifier weights of the checkpoint are reported as unexpected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ImageMAE checkpoint {path} does not exist (video.init in the preset)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("model", "state_dict", "module"):   # MAE saves {"model": ..., "optimizer": ...}
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
+
+    own = encoder.state_dict()
+    kernel = state.get("patch_embed.proj.weight")
+    if kernel is not None and kernel.dim() == 4:                       # [Dv, 3, p, p] -> [Dv, 3, tubelet, p, p]
+        frames = own["patch_embed.proj.weight"].shape[2]
+        state["patch_embed.proj.weight"] = kernel.unsqueeze(2).repeat(1, 1, frames, 1, 1) / frames
+    pos = state.get("pos_embed")
+    if pos is not None and pos.shape != own["pos_embed"].shape:        # another image size: resize the grid
+        old, new = math.isqrt(pos.shape[1] - 1), math.isqrt(own["pos_embed"].shape[1] - 1)
+        grid = pos[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid.float(), size=(new, new), mode="bicubic", align_corners=False)
+        state["pos_embed"] = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
+
+    loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    wrong_shape = [k for k in state if k in own and k not in loadable]
+    if wrong_shape:
+        raise ValueError(f"{path}: shapes do not match the video encoder for {wrong_shape[:5]} "
+                         f"(e.g. {tuple(state[wrong_shape[0]].shape)} vs {tuple(own[wrong_shape[0]].shape)}): "
+                         "is this a ViT of the preset's width?")
+    result = encoder.load_state_dict(loadable, strict=False)
+    missing = sorted(result.missing_keys)
+    unexpected = sorted(k for k in state if k not in own)
+    log.info("loaded ImageMAE weights from %s: %d tensors; missing %s; unexpected %s",
+             path, len(loadable), missing, unexpected)
+    return missing, unexpected
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text encoder: a Hugging Face model, feature = [CLS] of the last hidden state
+# ----------------------------------------------------------------------------------------------------
+def _known_offline_config(name: str):
+    """Architecture configs that need no download, for counting and random init of hub-only models."""
+    from transformers import DistilBertConfig
+
+    if name.split("/")[-1] == "distilbert-base-uncased":
+        return DistilBertConfig()   # its defaults are distilbert-base-uncased: 6 x 768, 12 heads, vocab 30522
+    return None
+
+
+def text_model_config(cfg: TextConfig):
+    """(transformers config, where it came from) without downloading when the name is not local."""
+    from transformers import AutoConfig
+
+    source = resolve_model_source(cfg.model)
+    try:
+        config, origin = AutoConfig.from_pretrained(source, local_files_only=True), source
+    except (OSError, ValueError) as exc:
+        config = _known_offline_config(source)
+        if config is None:
+            raise FileNotFoundError(f"text model '{cfg.model}' has no local config ({exc}); "
+                                    "give a local folder in text.model") from exc
+        origin = f"built-in {type(config).__name__} for {source} (not available locally)"
+    for key, value in cfg.config_overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"text.config_overrides: {type(config).__name__} has no field '{key}'")
+        setattr(config, key, value)
+    return config, origin
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        from transformers import AutoModel
+
+        if cfg.pretrained:
+            source = resolve_model_source(cfg.model)
+            try:
+                self.model = AutoModel.from_pretrained(source)
+            except OSError as exc:
+                raise FileNotFoundError(
+                    f"cannot load the text encoder weights '{cfg.model}' ({str(exc).splitlines()[0]}): "
+                    "give a local folder in text.model, or train from scratch with text.pretrained=false") from exc
+            self.origin = f"pretrained weights from {source}"
+        else:
+            config, origin = text_model_config(cfg)
+            self.model = AutoModel.from_config(config)
+            self.origin = f"random init from {origin}"
+        self.width = self.model.config.hidden_size
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # ids, mask [S, L]
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [S, L, Dt]
+        return hidden[:, 0]                                                          # [S, Dt] ([CLS])
+
+
+def build_tokenizer(cfg: ModelConfig | TextConfig):
+    """The tokenizer that goes with the text encoder's weights; for a random-init hub model that is not
+    available here, the MiniLM package's BERT-uncased tokenizer (same vocabulary as DistilBERT-uncased)."""
+    from transformers import AutoTokenizer
+
+    text = cfg.text if isinstance(cfg, ModelConfig) else cfg
+    source = resolve_model_source(text.tokenizer or text.model)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        if text.pretrained or text.tokenizer:
+            raise FileNotFoundError(f"cannot load the tokenizer '{source}': {str(exc).splitlines()[0]}") from exc
+        fallback = resolve_model_source(FALLBACK_TOKENIZER)
+        log.warning("tokenizer '%s' is not available locally; using %s (BERT uncased WordPiece)", source, fallback)
+        return AutoTokenizer.from_pretrained(fallback)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sort transformer: which of the K positions does each (shuffled) transcript belong to?
+# ----------------------------------------------------------------------------------------------------
+class SortTransformer(nn.Module):
+    """Video tokens and transcript features in one sequence, no position embedding on the transcripts:
+    the output for transcript i depends on its content and the video only, so permuting the transcripts
+    permutes the logits the same way (equivariance) and their input order cannot leak."""
+
+    def __init__(self, cfg: ModelConfig, text_width: int):
+        super().__init__()
+        dim, K = cfg.video.dim, cfg.num_transcripts
+        self.video_type = nn.Parameter(torch.zeros(1, 1, dim))
+        self.text_type = nn.Parameter(torch.zeros(1, 1, dim))
+        self.text_in = nn.Linear(text_width, dim) if text_width != dim else nn.Identity()
+        self.blocks = nn.ModuleList(Block(dim, cfg.sort.heads or cfg.video.heads, cfg.sort.mlp_ratio)
+                                    for _ in range(cfg.sort.depth))
+        self.text_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.head = nn.Linear(dim, K)
+        self.grad_checkpointing = cfg.video.grad_checkpointing
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.video_type, std=0.02)
+        nn.init.trunc_normal_(self.text_type, std=0.02)
+
+    def forward(self, video_tokens: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+        """video_tokens [B, S, Dv], text_feats [B, K, Dt] (shuffled) -> logits [B, K, K] (transcript, position)."""
+        K = text_feats.shape[1]
+        text = self.text_in(text_feats) + self.text_type                # [B, K, Dv]
+        x = torch.cat([video_tokens + self.video_type, text], dim=1)   # [B, S + K, Dv]
+        x = run_blocks(self.blocks, x, self.grad_checkpointing)
+        return self.head(self.text_norm(x[:, -K:]))                    # [B, K, K]
+
+
+# ----------------------------------------------------------------------------------------------------
+# TVTS
+# ----------------------------------------------------------------------------------------------------
+class TVTS(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.video = VideoEncoder(cfg)
+        self.text = TextEncoder(cfg.text)
+        self.video_proj = nn.Linear(cfg.video.dim, cfg.embed_dim)                          # [CLS] -> D
+        self.text_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text.width, cfg.embed_dim))  # [CLS] -> D
+        self.sorter = SortTransformer(cfg, self.text.width)
+        for proj in (self.video_proj, self.text_proj):
+            proj.apply(init_weights)
+        if cfg.video.init:
+            self.mae_load_report = load_mae_weights(self.video, cfg.video.init)
+
+    # ---- the towers, also used alone for retrieval evaluation ----
+    def encode_video(self, video: torch.Tensor, mask_ratio: float = 0.0, normalize: bool = True) -> torch.Tensor:
+        """video [B, 3, T, H, W] (any T; T = 1 is an image) -> [B, D]."""
+        tokens, _ = self.video(video, mask_ratio)
+        emb = self.video_proj(tokens[:, 0])                            # [B, D]
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """ids, mask [B, L] -> [B, D], or [B, K, L] -> the mean of the K projections [B, D] (as in L_base)."""
+        per_transcript = self.text_proj(self.text(ids.flatten(0, -2), mask.flatten(0, -2)))   # [B*K, D]
+        emb = per_transcript.view(*ids.shape[:-1], -1)                                          # [B, (K,) D]
+        if ids.dim() == 3:
+            emb = emb.mean(dim=1)                                                               # [B, D]
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    # ---- training forward ----
+    def forward(self, batch: dict[str, torch.Tensor], mode: str = "pretrain", mask_ratio: float | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """batch: video [B, 3, T, H, W]; text_ids, text_mask [B, K, L] in TRUE order (or [B, L] for K = 1);
+        optional perm [B, K]. mode "pretrain": masked video, both losses; "post": no masking, no sort loss."""
+        if mode not in ("pretrain", "post"):
+            raise ValueError(f"mode must be 'pretrain' or 'post', got {mode!r}")
+        video, ids, mask = batch["video"], batch["text_ids"], batch["text_mask"]
+        if ids.dim() == 2:                                             # one caption per sample
+            ids, mask = ids.unsqueeze(1), mask.unsqueeze(1)
+        B, K, L = ids.shape
+        if mask_ratio is None:
+            mask_ratio = self.cfg.video.mask_ratio if mode == "pretrain" else 0.0
+
+        # 1. Shuffle: slot i of a sample holds its transcript number perm[b, i]; the label is perm itself.
+        perm = batch.get("perm")
+        if perm is None:
+            perm = torch.stack([torch.randperm(K, generator=generator) for _ in range(B)]).to(ids.device)
+        slot_idx = perm.unsqueeze(-1).expand(-1, -1, L)                # [B, K, L]
+        ids, mask = ids.gather(1, slot_idx), mask.gather(1, slot_idx)  # shuffled [B, K, L]
+
+        # 2. Towers.
+        video_tokens, _ = self.video(video, mask_ratio, generator)     # [B, 1 + t*n, Dv]
+        text_cls = self.text(ids.reshape(B * K, L), mask.reshape(B * K, L)).view(B, K, -1)  # [B, K, Dt]
+
+        # 3. Common space: video [CLS] vs the mean of the K projected transcripts (order-free).
+        video_emb = F.normalize(self.video_proj(video_tokens[:, 0]), dim=-1)       # [B, D]
+        text_emb = F.normalize(self.text_proj(text_cls).mean(dim=1), dim=-1)       # [B, D]
+        loss_base = contrastive_loss(video_emb, text_emb, self.cfg.temperature)
+
+        out = {"video_emb": video_emb, "text_emb": text_emb, "loss_base": loss_base}
+        if mode == "post" or K < 2:
+            zero = loss_base.new_zeros(())
+            out.update(loss=loss_base, loss_sort=zero, sort_acc=zero, pos_acc=zero)
+            return out
+
+        # 4. Sorting: detached transcript features, so L_sort trains the video side and the sorter only.
+        logits = self.sorter(video_tokens, text_cls.detach())         # [B, K, K]
+        loss_sort, sort_acc, pos_acc = sort_loss_and_accuracy(logits, perm)
+        out.update(loss=loss_base + self.cfg.sort.weight * loss_sort, loss_sort=loss_sort,
+                   sort_acc=sort_acc, pos_acc=pos_acc, sort_logits=logits, sort_labels=perm)
+        return out
+
+
+def count_parameters(model: TVTS) -> dict[str, int]:
+    """Parameter counts per tower: video (encoder + projection), text (encoder + projection), sort."""
+    def n(*modules: nn.Module) -> int:
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    counts = {"video": n(model.video, model.video_proj), "text": n(model.text, model.text_proj),
+              "sort": n(model.sorter)}
+    counts["total"] = n(model)
+    return counts
