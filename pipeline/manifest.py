@@ -1,0 +1,666 @@
+"""Manifest readers: every supported manifest format becomes a stream of `ManifestRow`s (the native jsonl row).
+
+API
+---
+``read_manifest(path_or_url, format=None) -> Iterator[ManifestRow | ManifestError]``
+    Streams the rows of a manifest. ``path_or_url`` is a local path, any fsspec URL (``s3://``,
+    ``gs://``, ``http://``, ``memory://`` ...), a folder or a glob. Formats, chosen by name (the
+    compression suffix ``.gz``/``.bz2``/``.xz``/``.zst`` is stripped first) or by ``format=``:
+
+    - ``jsonl`` (``.jsonl``, ``.ndjson``): the native format, one object per line with ``video_id``,
+      ``url``, optional ``captions`` and ``meta`` (an object). Unknown top-level fields go into ``meta``.
+    - ``csv`` / ``tsv``: a header row; the same column names (aliases below); a ``meta`` column may
+      hold a JSON object; other columns go into ``meta`` as strings.
+    - ``parquet`` (``.parquet``, ``.pq``): the same columns, read in record batches.
+    - ``json`` (``.json``): a YT-Temporal / MERLOT per-video file (``info`` with ``id``, ``title``,
+      ``duration``...; ``subtitles`` = ``[{"word", "time"}]``; ``denoised``): one row whose
+      ``captions`` is that JSON file itself (the transcript stage reads its word times). A youtube-dl
+      ``.info.json`` (``id``, ``webpage_url``...) gives one row too, with a sibling ``<id>.en.vtt`` as
+      captions when present. A JSON list of native row objects is also accepted.
+    - a folder or glob: every ``*.json`` / ``*.json.gz`` in it, each read as above (an
+      ``X.info.json`` whose ``X.grover.json``/``X.json`` sits beside it is skipped: same video).
+
+    The video source of a MERLOT / info.json row is a sibling video file ``<id>.mp4|webm|mkv|mov``
+    (or ``info._filename`` relative to the JSON) when it exists, else ``info.webpage_url``, else the
+    YouTube id.
+
+    Relative paths in ``url`` and ``captions`` resolve against the manifest's folder (also for
+    remote manifests). A bare 11-character YouTube id stays an id unless a file of that name exists.
+
+    A malformed row (bad JSON, bad UTF-8, missing ``video_id``/``url``, wrong types) is yielded as a
+    ``ManifestError`` (``error_class="manifest_row"``, naming file and line) and reading goes on. A
+    file that breaks mid-way (corrupt gzip) yields one ``ManifestError(error_class="manifest_file")``
+    and the reader moves to the next file. A manifest that does not exist or whose format is unknown
+    raises ``ManifestFormatError`` (a ``ValueError``): that is a job error, not a row error.
+
+``dedupe_rows(items, stats=None) -> Iterator``
+    Passes items through, dropping every ``ManifestRow`` whose ``video_id`` was seen before (the
+    first one wins) and counting them in ``stats`` (a ``DedupeStats``). Errors pass through.
+
+``safe_key_part(video_id) -> str``
+    Maps any id to ``[A-Za-z0-9_-]+``: ids already in that alphabet (<= 128 chars) are unchanged,
+    including a leading ``-`` (harmless inside tar member names; never put a key on a command line
+    without ``--``/``./``). Anything else becomes an ASCII-folded, ``_``-joined form plus ``-`` and a
+    10-hex-digit hash of the real id, so distinct ids stay distinct and no ``/``, ``..``, space or
+    shell character survives. ``safe_file_stem(video_id)`` is the same but never starts with ``-``.
+
+``convert(src, dst)`` / ``python -m pipeline.manifest convert IN OUT``
+    Writes any supported manifest as native jsonl (atomically); prints the counts; malformed rows are
+    reported on stderr and left out. Exit code 1 when a row was malformed, 2 when the input is unusable.
+
+Column aliases (csv/tsv/parquet/jsonl): video_id <- ``video_id``, ``videoid``, ``id``, ``vid``,
+``youtube_id``, ``ytid``; url <- ``url``, ``path``, ``video``, ``video_path``, ``video_url``,
+``source``, ``contentUrl``, ``file``; captions <- ``captions``, ``caption_path``, ``captions_path``,
+``subtitles``, ``vtt``. A row with only ``youtube_id``/``ytid`` uses it as url too.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+__all__ = [
+    "ManifestRow", "ManifestError", "ManifestFormatError", "DedupeStats", "read_manifest", "dedupe_rows",
+    "safe_key_part", "safe_file_stem", "is_youtube_id", "resolve_location", "convert", "row_to_json",
+    "detect_format",
+]
+
+VIDEO_ID_KEYS = ("video_id", "videoid", "id", "vid", "youtube_id", "ytid")
+URL_KEYS = ("url", "path", "video", "video_path", "video_url", "source", "contentUrl", "file")
+CAPTION_KEYS = ("captions", "caption_path", "captions_path", "subtitles", "vtt")
+YOUTUBE_ID_KEYS = ("youtube_id", "ytid")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi")
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+MAX_ID_CHARS = 1024  # a longer "id" is a broken row, not a video
+
+_YOUTUBE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_SAFE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_UNSAFE_RUN_RE = re.compile(r"[^A-Za-z0-9_-]+")
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+# --------------------------------------------------------------------------------------------------
+# Row types
+
+
+@dataclass
+class ManifestRow:
+    """One input video. ``url``/``captions`` are resolved (absolute path, URL or YouTube id)."""
+
+    video_id: str
+    url: str
+    captions: str | None = None
+    meta: dict = field(default_factory=dict)
+    line: int = 0  # 1-based line (jsonl/csv) or row number (parquet) in source_file
+    source_file: str = ""
+
+    @property
+    def input_id(self) -> str:
+        """The ledger identity of this input."""
+        return self.video_id
+
+    @property
+    def key(self) -> str:
+        """The safe form of ``video_id`` used in sample keys and file names."""
+        return safe_key_part(self.video_id)
+
+    def to_native(self) -> dict:
+        """The native jsonl object (what ``convert`` writes)."""
+        out: dict[str, Any] = {"video_id": self.video_id, "url": self.url}
+        if self.captions is not None:
+            out["captions"] = self.captions
+        if self.meta:
+            out["meta"] = self.meta
+        return out
+
+    def to_dict(self) -> dict:
+        """All fields, JSON-serialisable (for Ray Data rows)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ManifestRow":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclass
+class ManifestError:
+    """A malformed manifest row: a counted failure (stage "manifest"), never a crash."""
+
+    source_file: str
+    line: int
+    message: str
+    error_class: str = "manifest_row"
+    video_id: str | None = None  # when the row had a usable id
+    raw: str | None = None  # the start of the offending line, for the report
+
+    stage = "manifest"
+
+    @property
+    def input_id(self) -> str:
+        """The ledger identity: the id when known, else ``<file>:<line>``."""
+        return self.video_id if self.video_id else f"{self.source_file}:{self.line}"
+
+    def as_record(self) -> dict:
+        """Same shape as ``StageError.as_record()``."""
+        return {"stage": self.stage, "error_class": self.error_class, "message": str(self)}
+
+    def __str__(self) -> str:
+        return f"{self.source_file}:{self.line}: {self.message}"
+
+
+class ManifestFormatError(ValueError):
+    """The manifest as a whole cannot be read (missing, unknown format): a job error."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Safe ids
+
+
+def safe_key_part(video_id: str) -> str:
+    """Map any id to ``[A-Za-z0-9_-]+`` (see the module docstring); stable across runs and machines."""
+    text = str(video_id)
+    if _SAFE_RE.match(text) and len(text) <= 128:
+        return text
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    base = _UNSAFE_RUN_RE.sub("_", folded).strip("_")[:64].rstrip("_")
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{base}-{digest}" if base else f"id-{digest}"
+
+
+def safe_file_stem(video_id: str) -> str:
+    """Like ``safe_key_part`` but never starting with ``-`` (file names that may reach a command line)."""
+    key = safe_key_part(video_id)
+    return "_" + key if key.startswith("-") else key
+
+
+def is_youtube_id(text: str) -> bool:
+    """An 11-character YouTube video id (``[A-Za-z0-9_-]{11}``, may start with ``-``)."""
+    return bool(_YOUTUBE_ID_RE.match(text))
+
+
+# --------------------------------------------------------------------------------------------------
+# Locations
+
+
+def _is_url(text: str) -> bool:
+    return bool(_SCHEME_RE.match(text))
+
+
+def _base_of(manifest: str) -> tuple[str, bool]:
+    """The folder of a manifest and whether it is a URL."""
+    if _is_url(manifest) and not manifest.startswith("file://"):
+        return manifest.rsplit("/", 1)[0], True
+    local = manifest[len("file://"):] if manifest.startswith("file://") else manifest
+    return os.path.dirname(os.path.abspath(local)), False
+
+
+def resolve_location(value: str, manifest: str, *, may_be_youtube_id: bool = True) -> str:
+    """Resolve a ``url``/``captions`` value against the manifest's folder.
+
+    URLs (``scheme://``), ``file://`` URLs (turned into paths), absolute paths and YouTube ids are
+    kept; ``~`` is expanded; a relative path is joined to the manifest's folder.
+    """
+    if value.startswith("file://"):
+        return value[len("file://"):]
+    if _is_url(value) or value.startswith(("yt:", "youtube:")):
+        return value
+    if value.startswith("~"):
+        return os.path.expanduser(value)
+    base, remote = _base_of(manifest)
+    if remote:
+        return value if value.startswith("/") else f"{base}/{posixpath.normpath(value)}"
+    if os.path.isabs(value):
+        return value
+    joined = os.path.normpath(os.path.join(base, value))
+    if may_be_youtube_id and is_youtube_id(value) and not os.path.exists(joined):
+        return value
+    return joined
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def detect_format(path: str) -> tuple[str, str | None]:
+    """(format, compression) from a file name; format in jsonl, csv, tsv, parquet, json."""
+    name = path.rsplit("/", 1)[-1].lower().split("?", 1)[0]
+    compression = None
+    for suffix, comp in COMPRESSION_SUFFIXES.items():
+        if name.endswith(suffix):
+            compression, name = comp, name[: -len(suffix)]
+            break
+    for suffixes, fmt in (((".jsonl", ".ndjson"), "jsonl"), ((".csv",), "csv"), ((".tsv",), "tsv"),
+                          ((".parquet", ".pq"), "parquet"), ((".json",), "json")):
+        if name.endswith(suffixes):
+            return fmt, compression
+    raise ManifestFormatError(
+        f"manifest {path}: unknown format (expected .jsonl, .csv, .tsv, .parquet or .json, optionally .gz)"
+    )
+
+
+def _fsspec():
+    from common.deps import require
+
+    return require("fsspec", why="reading manifests")
+
+
+def _expand(path_or_url: str) -> list[str]:
+    """The files a manifest argument names: one file, a folder's JSON files, or a glob's matches."""
+    fsspec = _fsspec()
+    text = os.fspath(path_or_url)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    fs, _, paths = fsspec.get_fs_token_paths(text)
+    if any(ch in text for ch in "*?[") and not text.startswith(("http://", "https://")):
+        files = sorted(p for p in paths if not fs.isdir(p))
+        if not files:
+            raise ManifestFormatError(f"manifest glob {text} matches no file")
+        return [_unstrip(fs, p, text) for p in files]
+    path = paths[0] if paths else text
+    try:
+        is_dir = fs.isdir(path)
+    except Exception:  # noqa: BLE001 - some filesystems (http) cannot answer
+        is_dir = False
+    if is_dir:
+        found = sorted(p for p in fs.ls(path, detail=False)
+                       if p.lower().endswith((".json", ".json.gz")) and not fs.isdir(p))
+        if not found:
+            raise ManifestFormatError(f"manifest folder {text} holds no .json/.json.gz files")
+        return [_unstrip(fs, p, text) for p in found]
+    if not fs.exists(path):
+        raise ManifestFormatError(f"manifest {text} does not exist: check input.manifest")
+    return [text]
+
+
+def _unstrip(fs, path: str, original: str) -> str:
+    """fsspec strips protocols from listed paths; put them back for non-local filesystems."""
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    if protocol in ("file", "local") or not _is_url(original):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def read_manifest(path_or_url: str | os.PathLike, format: str | None = None) -> Iterator[ManifestRow | ManifestError]:
+    """Stream the rows of a manifest (see the module docstring)."""
+    files = _expand(os.fspath(path_or_url))
+    multi = len(files) > 1
+    for path in files:
+        if multi and _shadowed_info_json(path, files):
+            continue
+        fmt, compression = (format, _compression_of(path)) if format else detect_format(path)
+        reader = {"jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_tsv, "parquet": _read_parquet,
+                  "json": _read_json}.get(fmt)
+        if reader is None:
+            raise ManifestFormatError(f"manifest format {fmt!r} is unknown (jsonl, csv, tsv, parquet, json)")
+        try:
+            yield from reader(path, compression)
+        except (OSError, EOFError, UnicodeDecodeError, ValueError, gzip.BadGzipFile) as exc:
+            if isinstance(exc, ManifestFormatError):
+                raise
+            yield ManifestError(path, 0, f"file cannot be read past this point: {type(exc).__name__}: {exc}",
+                                error_class="manifest_file")
+
+
+def _compression_of(path: str) -> str | None:
+    for suffix, comp in COMPRESSION_SUFFIXES.items():
+        if path.lower().endswith(suffix):
+            return comp
+    return None
+
+
+def _shadowed_info_json(path: str, files: list[str]) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    for suffix in (".info.json", ".info.json.gz"):
+        if name.endswith(suffix):
+            stem = path[: -len(suffix)]
+            return any(f in files for f in (stem + ".grover.json", stem + ".json", stem + ".grover.json.gz"))
+    return False
+
+
+def _open_binary(path: str, compression: str | None):
+    return _fsspec().open(path, "rb", compression=compression)
+
+
+def _read_jsonl(path: str, compression: str | None) -> Iterator[ManifestRow | ManifestError]:
+    with _open_binary(path, compression) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield ManifestError(path, line_no, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                                    raw=_preview(raw))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield ManifestError(path, line_no, f"bad JSON: {exc.msg} (column {exc.colno})", raw=_preview(text))
+                continue
+            yield _row_from_mapping(obj, path, line_no, raw_preview=_preview(text))
+
+
+def _read_tsv(path: str, compression: str | None) -> Iterator[ManifestRow | ManifestError]:
+    return _read_csv(path, compression, delimiter="\t")
+
+
+def _read_csv(path: str, compression: str | None, delimiter: str = ",") -> Iterator[ManifestRow | ManifestError]:
+    with _open_binary(path, compression) as handle:
+        # surrogateescape: a bad byte marks its own row as malformed instead of breaking the file.
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        header = [h.strip() for h in header]
+        width = len(header)
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield ManifestError(path, reader.line_num, f"bad CSV: {exc}")
+                continue
+            line_no = reader.line_num
+            if not any(v.strip() for v in values):
+                continue
+            if any(_has_surrogates(v) for v in values):
+                yield ManifestError(path, line_no, "row is not valid UTF-8")
+                continue
+            if len(values) != width:
+                yield ManifestError(path, line_no, f"row has {len(values)} fields, the header has {width}",
+                                    raw=_preview(delimiter.join(values)))
+                continue
+            obj: dict[str, Any] = {}
+            for key, value in zip(header, values):
+                if value == "" and key not in VIDEO_ID_KEYS + URL_KEYS:
+                    continue  # empty optional cell
+                obj[key] = value
+            if isinstance(obj.get("meta"), str):
+                try:
+                    obj["meta"] = json.loads(obj["meta"]) if obj["meta"].strip() else {}
+                except json.JSONDecodeError as exc:
+                    yield ManifestError(path, line_no, f"column 'meta' is not a JSON object: {exc.msg}")
+                    continue
+            yield _row_from_mapping(obj, path, line_no)
+
+
+def _read_parquet(path: str, compression: str | None) -> Iterator[ManifestRow | ManifestError]:
+    from common.deps import require
+
+    pq = require("pyarrow.parquet", "pyarrow", why="parquet manifests")
+    with _fsspec().open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        row_no = 0
+        for batch in parquet.iter_batches(batch_size=4096):
+            for obj in batch.to_pylist():
+                row_no += 1
+                obj = {k: v for k, v in obj.items() if v is not None or k in VIDEO_ID_KEYS + URL_KEYS}
+                yield _row_from_mapping(obj, path, row_no)
+
+
+def _read_json(path: str, compression: str | None) -> Iterator[ManifestRow | ManifestError]:
+    with _open_binary(path, compression) as handle:
+        data = handle.read()
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        yield ManifestError(path, 1, f"file is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+        return
+    except json.JSONDecodeError as exc:
+        yield ManifestError(path, exc.lineno, f"bad JSON: {exc.msg} (column {exc.colno})")
+        return
+    if isinstance(obj, list):
+        for index, item in enumerate(obj, start=1):
+            yield _row_from_mapping(item, path, index)
+        return
+    if not isinstance(obj, dict):
+        yield ManifestError(path, 1, f"expected a JSON object, got {type(obj).__name__}")
+        return
+    if isinstance(obj.get("info"), dict) or "subtitles" in obj and isinstance(obj.get("subtitles"), list):
+        yield _row_from_merlot(obj, path)
+    elif "id" in obj and any(k in obj for k in ("webpage_url", "extractor", "formats", "display_id")):
+        yield _row_from_info_json(obj, path)
+    else:
+        yield _row_from_mapping(obj, path, 1)
+
+
+# MERLOT's info carries the whole youtube-dl metadata; these are the fields worth keeping per sample.
+INFO_META_KEYS = ("title", "duration", "uploader", "channel_id", "upload_date", "categories", "tags",
+                  "view_count", "width", "height", "fps", "webpage_url", "_ids_fn", "_words_per_30s",
+                  "_avg_cosine_sim", "_num_coco_objects_expectation")
+
+
+def _row_from_merlot(obj: dict, path: str) -> ManifestRow | ManifestError:
+    info = obj.get("info") if isinstance(obj.get("info"), dict) else {}
+    video_id = info.get("id") or info.get("display_id") or _stem_id(path)
+    if not isinstance(video_id, str) or not video_id.strip():
+        return ManifestError(path, 1, "MERLOT JSON has no info.id and its file name gives none")
+    subtitles = obj.get("subtitles")
+    if subtitles is not None and not isinstance(subtitles, list):
+        return ManifestError(path, 1, "MERLOT JSON: 'subtitles' must be a list of {word, time}", video_id=video_id)
+    meta = {k: info[k] for k in INFO_META_KEYS if info.get(k) is not None}
+    meta["manifest_format"] = "merlot"
+    if subtitles is not None:
+        meta["n_subtitle_words"] = len(subtitles)
+    if isinstance(obj.get("denoised"), list):
+        meta["n_denoised_chunks"] = len(obj["denoised"])
+    url = _video_beside(path, video_id, info) or info.get("webpage_url") or video_id
+    return ManifestRow(video_id=video_id, url=url, captions=path, meta=meta, line=1, source_file=path)
+
+
+def _row_from_info_json(obj: dict, path: str) -> ManifestRow | ManifestError:
+    video_id = obj.get("id")
+    if not isinstance(video_id, str) or not video_id.strip():
+        return ManifestError(path, 1, "info.json has no string 'id'")
+    meta = {k: obj[k] for k in INFO_META_KEYS if obj.get(k) is not None}
+    meta["manifest_format"] = "info_json"
+    url = _video_beside(path, video_id, obj) or obj.get("webpage_url") or video_id
+    captions = None
+    folder = path.rsplit("/", 1)[0] if "/" in path else "."
+    for name in (f"{video_id}.en.vtt", f"{_stem_id(path)}.en.vtt"):
+        candidate = f"{folder}/{name}"
+        if _exists(candidate):
+            captions = candidate
+            break
+    return ManifestRow(video_id=video_id, url=url, captions=captions, meta=meta, line=1, source_file=path)
+
+
+def _stem_id(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name.split(".", 1)[0]
+
+
+def _exists(path: str) -> bool:
+    if not _is_url(path):
+        return os.path.exists(path)
+    try:
+        fs, _, paths = _fsspec().get_fs_token_paths(path)
+        return fs.exists(paths[0])
+    except Exception:  # noqa: BLE001 - an unreachable store means "not there"
+        return False
+
+
+def _video_beside(json_path: str, video_id: str, info: dict) -> str | None:
+    """A local/remote video file that belongs to this JSON, if one exists."""
+    folder = json_path.rsplit("/", 1)[0] if "/" in json_path else "."
+    stems = {safe_file_stem(video_id), video_id, _stem_id(json_path)}
+    candidates = [f"{folder}/{stem}{suffix}" for stem in sorted(stems) for suffix in VIDEO_SUFFIXES
+                  if "/" not in stem and ".." not in stem]
+    filename = info.get("_filename")
+    if isinstance(filename, str) and filename and not os.path.isabs(filename) and ".." not in filename:
+        candidates.append(f"{folder}/{filename}")
+    for candidate in candidates:
+        if _exists(candidate):
+            return candidate
+    return None
+
+
+def _first(obj: dict, keys: Iterable[str]) -> tuple[str | None, Any]:
+    for key in keys:
+        if key in obj:
+            return key, obj[key]
+    return None, None
+
+
+def _row_from_mapping(obj: Any, path: str, line_no: int, raw_preview: str | None = None) -> ManifestRow | ManifestError:
+    """Validate one native-shaped object and resolve its locations."""
+    if not isinstance(obj, dict):
+        return ManifestError(path, line_no, f"expected a JSON object, got {type(obj).__name__}", raw=raw_preview)
+    id_key, video_id = _first(obj, VIDEO_ID_KEYS)
+    url_key, url = _first(obj, URL_KEYS)
+    if url_key is None and id_key in YOUTUBE_ID_KEYS:
+        url_key, url = id_key, video_id
+    cap_key, captions = _first(obj, CAPTION_KEYS)
+
+    if id_key is None:
+        return ManifestError(path, line_no, "missing 'video_id'", raw=raw_preview)
+    if isinstance(video_id, int) and not isinstance(video_id, bool):
+        video_id = str(video_id)
+    if not isinstance(video_id, str):
+        return ManifestError(path, line_no, f"'{id_key}' must be a string, got {type(video_id).__name__}",
+                             raw=raw_preview)
+    if not video_id.strip():
+        return ManifestError(path, line_no, f"'{id_key}' is empty", raw=raw_preview)
+    if len(video_id) > MAX_ID_CHARS or "\x00" in video_id:
+        return ManifestError(path, line_no, f"'{id_key}' is longer than {MAX_ID_CHARS} characters or holds NUL",
+                             raw=raw_preview)
+    if url_key is None:
+        return ManifestError(path, line_no, "missing 'url'", video_id=video_id, raw=raw_preview)
+    if not isinstance(url, str) or not url.strip():
+        return ManifestError(path, line_no, f"'{url_key}' must be a non-empty string, got {url!r:.60}",
+                             video_id=video_id, raw=raw_preview)
+    if captions is not None and not isinstance(captions, str):
+        return ManifestError(path, line_no, f"'{cap_key}' must be a string or null, got {type(captions).__name__}",
+                             video_id=video_id, raw=raw_preview)
+    meta_value = obj.get("meta", {})
+    if meta_value is None:
+        meta_value = {}
+    if not isinstance(meta_value, dict):
+        return ManifestError(path, line_no, f"'meta' must be an object, got {type(meta_value).__name__}",
+                             video_id=video_id, raw=raw_preview)
+    used = {id_key, url_key, cap_key, "meta"}
+    meta = {k: v for k, v in obj.items() if k not in used}
+    meta.update(meta_value)
+    url = resolve_location(url.strip(), path)
+    captions = resolve_location(captions.strip(), path, may_be_youtube_id=False) if captions and captions.strip() else None
+    return ManifestRow(video_id=video_id, url=url, captions=captions, meta=meta, line=line_no, source_file=path)
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _preview(raw: bytes | str, limit: int = 120) -> str:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    raw = raw.rstrip("\r\n")
+    return raw if len(raw) <= limit else raw[:limit] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# Duplicates
+
+
+@dataclass
+class DedupeStats:
+    """What ``dedupe_rows`` dropped: ``duplicates`` rows in all, the first ``examples`` ids."""
+
+    duplicates: int = 0
+    examples: list[str] = field(default_factory=list)
+    max_examples: int = 20
+
+    def add(self, video_id: str) -> None:
+        self.duplicates += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(video_id)
+
+
+def dedupe_rows(items: Iterable[ManifestRow | ManifestError], stats: DedupeStats | None = None
+                ) -> Iterator[ManifestRow | ManifestError]:
+    """Drop repeated ``video_id``s (first wins), counting them in ``stats``; errors pass through.
+
+    Memory: one set entry per distinct id (about 100 bytes each).
+    """
+    seen: set[str] = set()
+    stats = stats if stats is not None else DedupeStats()
+    for item in items:
+        if isinstance(item, ManifestRow):
+            if item.video_id in seen:
+                stats.add(item.video_id)
+                continue
+            seen.add(item.video_id)
+        yield item
+
+
+# --------------------------------------------------------------------------------------------------
+# Conversion to native jsonl
+
+
+def row_to_json(row: ManifestRow) -> str:
+    return json.dumps(row.to_native(), ensure_ascii=False, default=str)
+
+
+def convert(src: str, dst: str, *, dedupe: bool = True, format: str | None = None) -> dict:
+    """Write ``src`` (any supported manifest) as native jsonl at ``dst`` atomically; return counts."""
+    from common.atomic import atomic_open
+
+    counts = {"rows": 0, "errors": 0, "duplicates": 0}
+    stats = DedupeStats()
+    items = read_manifest(src, format=format)
+    if dedupe:
+        items = dedupe_rows(items, stats)
+    errors: list[ManifestError] = []
+    with atomic_open(dst, "w") as out:
+        for item in items:
+            if isinstance(item, ManifestError):
+                counts["errors"] += 1
+                if len(errors) < 100:
+                    errors.append(item)
+                continue
+            out.write(row_to_json(item) + "\n")
+            counts["rows"] += 1
+    counts["duplicates"] = stats.duplicates
+    counts["error_examples"] = [str(e) for e in errors]
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.manifest",
+        description="Manifest tools. convert: write any supported manifest (jsonl, csv, tsv, parquet, "
+                    "MERLOT/YT-Temporal JSON file, folder or glob; .gz too) as the native jsonl.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="convert IN to native jsonl OUT")
+    conv.add_argument("src", metavar="IN")
+    conv.add_argument("dst", metavar="OUT")
+    conv.add_argument("--format", choices=["jsonl", "csv", "tsv", "parquet", "json"], default=None)
+    conv.add_argument("--keep-duplicates", action="store_true", help="write repeated video_ids too")
+    args = parser.parse_args(argv)
+    try:
+        counts = convert(args.src, args.dst, dedupe=not args.keep_duplicates, format=args.format)
+    except ManifestFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for message in counts.pop("error_examples"):
+        print(f"malformed row: {message}", file=sys.stderr)
+    print(json.dumps(counts))
+    return 1 if counts["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
