@@ -34,8 +34,8 @@ disjoint, so a word lands in at most one window. Frame times: the span is split 
 (gaps included); P candidates per bin at (j + 0.5) / P of the bin, i.e. the bin centre for P = 1; the
 order is bin-major (index = bin * P + candidate), as the shard contract says.
 
-Key: `<safe video id>_<start_ms>` (`pipeline.manifest.safe_key_part` when present, else a local copy of
-the same rule: characters [A-Za-z0-9_-] only, other ids mapped to a safe form plus a short hash).
+Key: `<safe video id>_<start_ms>` with `pipeline.manifest.safe_key_part` (characters [A-Za-z0-9_-] only,
+other ids mapped to a safe form plus a short hash; the real id stays in `video_id`).
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ import bisect
 import hashlib
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
@@ -123,24 +122,10 @@ class SamplePlan(NamedTuple):
         }
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+def safe_key_part(video_id: str) -> str:
+    from pipeline.manifest import safe_key_part as shared_rule  # the one rule for keys (pipeline-io)
 
-
-def _local_safe_key_part(text: str) -> str:
-    """Fallback of `pipeline.manifest.safe_key_part`: [A-Za-z0-9_-] only; other ids get a short hash."""
-    if text and not _UNSAFE.search(text):
-        return text
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    cleaned = _UNSAFE.sub("-", text).strip("-")[:64]
-    return f"{cleaned}-{digest}" if cleaned else digest
-
-
-def safe_key_part(text: str) -> str:
-    try:
-        from pipeline.manifest import safe_key_part as shared_rule
-    except ImportError:
-        return _local_safe_key_part(text)
-    return shared_rule(text)
+    return shared_rule(video_id)
 
 
 def sample_key(video_id: str, start: float) -> str:
