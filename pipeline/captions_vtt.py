@@ -10,9 +10,9 @@ lines, STYLE/NOTE/REGION blocks and cue identifiers. CRLF, CR and LF line ends a
 
 YouTube auto captions (the file has inline word timing tags `<00:00:14.670>`): each cue shows the
 previous line again (rolling captions) above the new one, and a 10 ms "flash" cue repeats the lines
-between them. A line is new when it carries word timing tags; an untagged line is new unless it
-repeats a line of the previous cue (or the last new line); repeats are dropped, so each spoken word
-comes out once. In a new line the text before the first tag starts at the cue start, the text after
+between them. A line is new when it carries word timing tags; an untagged line ("now", "[Music]") is
+new unless it repeats a line of the previous cue; the repeats at the top of a cue are dropped, so each
+spoken word comes out once. In a new line the text before the first tag starts at the cue start, the text after
 each tag at that tag's time; a word ends where the next one starts, the last one of a cue at the cue's
 end. Colour classes `<c.colorXXXXXX>`, nested `<c>`, and a `</c>` left on the next line are markup
 only.
@@ -164,7 +164,6 @@ def cues_to_words(cues: list[Cue]) -> list[Word]:
     rolling = auto or _rolling_ratio(cues) >= 0.3
     words: list[Word] = []
     prev_lines: set[str] = set()
-    last_new: str | None = None
     for cue in cues:
         lines = [(raw, plain(raw)) for raw in cue.lines]
         lines = [(raw, text) for raw, text in lines if text]
@@ -175,7 +174,7 @@ def cues_to_words(cues: list[Cue]) -> list[Word]:
             if auto and WORD_TAG.search(raw):
                 cue_words.extend(_tagged_line_words(raw, cue))
                 new_texts.append(text)
-            elif rolling and (text in prev_lines or text == last_new) and not new_texts and not untagged_new:
+            elif rolling and text in prev_lines and not new_texts and not untagged_new:
                 continue  # the rolling repeat of a line shown before
             else:
                 untagged_new.append(text)
@@ -194,8 +193,6 @@ def cues_to_words(cues: list[Cue]) -> list[Word]:
                 cue_words = spread(plain_words, cue.start, cue.end)
         words.extend(cue_words)
         prev_lines = {text for _raw, text in lines}
-        if new_texts:
-            last_new = new_texts[-1]
     # end of a word = the next word's start when that comes before the word's own (cue) end
     fixed: list[Word] = []
     for i, w in enumerate(words):

@@ -53,7 +53,8 @@ class CleanConfig:
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
                          "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"'})
-_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+# zero-width characters, soft hyphen, the replacement character of undecodable bytes, C0/C1 controls
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\ufffd\x00-\x1f\x7f-\x9f]")
 _MUSIC = re.compile("[\u266a\u266b\u266c\u2669\U0001f3b5\U0001f3b6]")
 _HAS_ALNUM = re.compile(r"\w", re.UNICODE)
 _OPEN, _CLOSE = "[(", "])"
