@@ -26,6 +26,8 @@ import re
 import time
 from pathlib import Path
 
+import urllib3  # requests' transport; its exceptions come through the body reads
+
 from pipeline.fetch import FetchConfig, _suffix_of, fetch_error
 from pipeline.errors import StageError
 
@@ -223,6 +225,13 @@ def _attempt(session, requests, url: str, dest: Path, part: Path, cfg: FetchConf
         raise _Retryable(fetch_error("unreachable_host", f"{who}: cannot connect: {_short(exc)}")) from None
     except requests.exceptions.RequestException as exc:
         raise _Retryable(fetch_error("http_error", f"{who}: {type(exc).__name__}: {_short(exc)}")) from None
+    except urllib3.exceptions.ReadTimeoutError:  # raised by the body reads (read1)
+        raise _Retryable(fetch_error("http_timeout", f"{who}: no data for fetch.read_timeout_s="
+                                                     f"{cfg.read_timeout_s:g}s")) from None
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
+        raise _Retryable(fetch_error("http_truncated", f"{who}: body broken off: {_short(exc)}")) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise _Retryable(fetch_error("http_error", f"{who}: {type(exc).__name__}: {_short(exc)}")) from None
     except OSError as exc:  # writing the scratch file
         raise fetch_error("scratch_io", f"{who}: cannot write {part}: {exc}") from None
 
@@ -257,7 +266,7 @@ def _copy_chunks(resp, out, offset: int, cfg: FetchConfig, who: str, deadline: f
                  head_box: list) -> int:
     """Write the body to ``out``; the first 4 KiB wait in ``head_box[0]`` until sniffed."""
     written = 0
-    for chunk in resp.iter_content(chunk_size=cfg.chunk_bytes):
+    for chunk in _iter_body(resp, cfg.chunk_bytes):
         if not chunk:
             continue
         if not checked:
@@ -275,6 +284,23 @@ def _copy_chunks(resp, out, offset: int, cfg: FetchConfig, who: str, deadline: f
         if time.monotonic() > deadline:
             raise fetch_error("http_timeout", f"{who}: slower than fetch.total_timeout_s={cfg.total_timeout_s:g}s")
     return written
+
+
+def _iter_body(resp, size: int):
+    """The body in pieces of up to ``size`` bytes, each returned as soon as it arrives.
+
+    ``read1`` (urllib3 2) does not wait for a full ``size``: a trickling server meets the deadline
+    check after every piece, and a body that breaks off keeps what arrived before the break.
+    """
+    read1 = getattr(resp.raw, "read1", None)
+    if read1 is None:  # pragma: no cover - urllib3 < 2
+        yield from resp.iter_content(chunk_size=size)
+        return
+    while True:
+        data = read1(size)
+        if not data:
+            return
+        yield data
 
 
 def _could_be_done(resp, head: bytes) -> bool:

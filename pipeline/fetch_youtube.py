@@ -120,7 +120,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                                 "inappropriate for some users")),
     ("youtube_login_required", ("not a bot", "sign in to confirm", "login required", "use --cookies",
                                 "only available for registered users")),
-    ("youtube_geo_blocked", ("not available in your country", "not available from your location",
+    ("youtube_geo_blocked", ("available in your country", "not available from your location",
                              "geo restriction", "geo-restricted")),
     ("youtube_live", ("live event will begin", "premieres in", "premiere will begin", "is not yet live",
                       "this live stream recording is not available")),
@@ -153,8 +153,9 @@ def download_youtube(video: str, out_dir: str | os.PathLike, cfg: FetchConfig, l
     return run_ytdlp(url, out_dir, options, cfg.youtube.timeout_s, label=label or video)
 
 
-def run_ytdlp(url: str, out_dir: str | os.PathLike, options: dict, timeout: float, label: str = "") -> YouTubeResult:
-    """Run yt-dlp on ``url`` in a child with a hard ``timeout`` (s); classify its failures."""
+def run_ytdlp(url: str, out_dir: str | os.PathLike, options: dict, timeout: float, label: str = "",
+              startup_s: float = CHILD_STARTUP_S) -> YouTubeResult:
+    """Run yt-dlp on ``url`` in a child with a hard ``timeout`` (+ ``startup_s``); classify its failures."""
     from common.paths import PROJECT_ROOT
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -163,7 +164,7 @@ def run_ytdlp(url: str, out_dir: str | os.PathLike, options: dict, timeout: floa
     payload = json.dumps({"url": url, "options": options})
     who = f"{url} ({label})" if label and label not in url else url
     try:
-        completed = proc.run([sys.executable, "-m", "pipeline.fetch_youtube", "--child"], timeout + CHILD_STARTUP_S,
+        completed = proc.run([sys.executable, "-m", "pipeline.fetch_youtube", "--child"], timeout + startup_s,
                              stdin=payload.encode("utf-8"), env=env)
     except proc.ProcTimeout:
         raise fetch_error("youtube_timeout", f"{who}: yt-dlp ran longer than fetch.youtube.timeout_s="
