@@ -1,0 +1,500 @@
+"""WebDataset shard loader for TVTS samples (ARCHITECTURE.md "Sample in a shard", TVTS-SPEC.md "Sample").
+
+Per rank, one `ShardDataset` (an IterableDataset run in `data.num_workers` DataLoader workers) and one
+`ShardLoader` around it, which merges the workers' batches in a fixed order and can say exactly where it
+is, so that a resumed run sees the same batches as an uninterrupted one:
+
+    shard list (this epoch's order, seeded) -> split by node and worker (by shard when there are enough
+    shards, else by sample) -> tar -> samples (webdataset, broken tar = counted skip) -> blocklist and
+    hold-out filter -> shuffle buffer (seeded per epoch/rank/worker) -> position counter (resume skips
+    here, before any JPEG is decoded) -> decode: frames, crop, normalise (broken sample = counted skip)
+    -> batch: tokenize all B*K transcripts together
+
+Randomness is a function of (seed, epoch, rank, worker, position), never of time or process ids.
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from training.config import DataConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Consecutive shards without one usable sample before a resampled worker gives up instead of spinning.
+MAX_EMPTY_SHARD_DRAWS = 200
+
+
+class DataError(RuntimeError):
+    """Input data problem a user can fix; the message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# shard lists, blocklist, hold-out
+
+
+def expand_shards(spec: str) -> list[str]:
+    """'a/shard-*.tar::s3://b/shard-{000000..000009}.tar' -> sorted list of shard paths/URLs.
+
+    Local entries may be a file, a folder (its *.tar), a glob or a brace pattern; URLs go through fsspec
+    (glob when they contain wildcards, brace expansion otherwise). A local shard whose pipeline stats
+    file is missing while its siblings have one is still being written and is left out.
+    """
+    import braceexpand
+
+    urls: list[str] = []
+    for part in [p.strip() for p in spec.split("::") if p.strip()]:
+        for item in braceexpand.braceexpand(part):
+            if "://" in item and not item.startswith("file://"):
+                if any(c in item for c in "*?["):
+                    import fsspec
+
+                    fs, _, paths = fsspec.get_fs_token_paths(item)
+                    protocol = fs.protocol[0] if isinstance(fs.protocol, (list, tuple)) else fs.protocol
+                    urls.extend(sorted(f"{protocol}://{p}" for p in paths))
+                else:
+                    urls.append(item)
+                continue
+            item = item[len("file://"):] if item.startswith("file://") else item
+            path = Path(item)
+            if path.is_dir():
+                urls.extend(sorted(str(p) for p in path.glob("*.tar")))
+            elif any(c in item for c in "*?["):
+                urls.extend(sorted(glob.glob(item)))
+            elif path.is_file():
+                urls.append(item)
+            else:
+                raise DataError(f"data.shards: {item} does not exist (check the path, or run the pipeline job first)")
+    if not urls:
+        raise DataError(f"data.shards '{spec}' matches no .tar shards (run the pipeline job first, or fix the pattern)")
+    local = [u for u in urls if "://" not in u]
+    stats = {u: Path(u[: -len(".tar")] + "_stats.json").is_file() for u in local if u.endswith(".tar")}
+    if any(stats.values()):
+        urls = [u for u in urls if stats.get(u, True)]
+    return urls
+
+
+def load_blocklist(paths: list[str]) -> frozenset[str]:
+    """Union of blocklist files: one sample key or video id per line, '#' starts a comment."""
+    blocked: set[str] = set()
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"data.blocklist: {path} does not exist (run the leakage job, or drop the entry)")
+        for line in Path(path).read_text().splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                blocked.add(entry)
+    return frozenset(blocked)
+
+
+def holdout_value(video_id: str) -> float:
+    """A fixed number in [0, 1) per video: videos below `holdout_fraction` are evaluation-only."""
+    digest = hashlib.sha1(video_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+# ---------------------------------------------------------------------------------------------------
+# one sample: frames + transcripts
+
+
+@dataclass
+class FrameSpec:
+    frames: int                    # T frames the model takes
+    image_size: int                # square crop side S
+    train: bool                    # random candidate/crop vs centre
+    resize_short: float = 268 / 224
+    crop_scale: tuple[float, float] = (0.7, 1.0)
+
+
+def pick_frame_members(meta: dict, spec: FrameSpec, rng: random.Random) -> list[int]:
+    """Member indices (000.jpg = 0) of the T frames: bins subsampled evenly, one candidate per bin."""
+    frames = meta["frames"]
+    per_bin = int(frames.get("per_bin", 1))
+    times = frames["times"]
+    n_bins = len(times) // per_bin
+    if n_bins < 1:
+        raise ValueError("sample has no frames")
+    # Evenly spaced bins: the centre of each of T equal parts of the stored bins.
+    bins = [min(n_bins - 1, int((i + 0.5) * n_bins / spec.frames)) for i in range(spec.frames)]
+    members = []
+    for b in bins:
+        if per_bin == 1:
+            cand = 0
+        elif spec.train:
+            cand = rng.randrange(per_bin)
+        else:  # the candidate nearest the bin centre
+            cands = times[b * per_bin:(b + 1) * per_bin]
+            centre = (cands[0] + cands[-1]) / 2
+            cand = min(range(per_bin), key=lambda c: abs(cands[c] - centre))
+        members.append(b * per_bin + cand)
+    return members
+
+
+def crop_box(height: int, width: int, spec: FrameSpec, rng: random.Random) -> tuple[int, int, int]:
+    """(top, left, side) of the square crop, in stored-frame pixels, shared by all T frames.
+
+    Recipe: resize the short side to S * resize_short, crop S (random in train, centre in eval); that is
+    a crop of side short / resize_short before the resize. Stored frames smaller than the recipe's resize
+    get a scale-jittered crop instead (side = short * U(crop_scale)) so training still sees scale jitter.
+    """
+    short = min(height, width)
+    recipe_side = max(1, round(short / spec.resize_short))
+    if not spec.train:
+        side = recipe_side
+    elif short >= spec.image_size * spec.resize_short:
+        side = recipe_side
+    else:
+        side = max(1, round(short * rng.uniform(*spec.crop_scale)))
+    if spec.train:
+        top, left = rng.randint(0, height - side), rng.randint(0, width - side)
+    else:
+        top, left = (height - side) // 2, (width - side) // 2
+    return top, left, side
+
+
+def decode_frames(sample: dict, meta: dict, spec: FrameSpec, rng: random.Random) -> torch.Tensor:
+    """JPEG members -> float [3, T, S, S], ImageNet-normalised."""
+    from torchvision.io import decode_jpeg, ImageReadMode
+
+    members = pick_frame_members(meta, spec, rng)
+    raw = []
+    for m in members:
+        data = sample.get(f"{m:03d}.jpg")
+        if data is None:
+            raise KeyError(f"missing frame member {m:03d}.jpg")
+        raw.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    images = decode_jpeg(raw, mode=ImageReadMode.RGB)             # T x [3, H, W] uint8
+    height, width = images[0].shape[-2:]
+    if any(img.shape[-2:] != (height, width) for img in images):
+        raise ValueError("frames of one sample differ in size")
+    top, left, side = crop_box(height, width, spec, rng)
+    clip = torch.stack(images)[:, :, top:top + side, left:left + side].float()  # [T, 3, side, side]
+    if side != spec.image_size:
+        clip = torch.nn.functional.interpolate(clip, size=(spec.image_size, spec.image_size),
+                                               mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    clip = (clip - mean) / std
+    return clip.permute(1, 0, 2, 3).contiguous()                   # [3, T, S, S]
+
+
+def sample_texts(meta: dict, k: int) -> list[str]:
+    windows = meta.get("windows") or []
+    if len(windows) < k:
+        raise ValueError(f"sample has {len(windows)} transcript windows, the model needs {k}")
+    return [str(w.get("text", "")) for w in windows[:k]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the dataset run inside each DataLoader worker
+
+
+class SkipCounter:
+    """A webdataset `handler=`: count the exception by class and keep going."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, exn: BaseException) -> bool:
+        self.counts[type(exn).__name__] += 1
+        return True
+
+
+@dataclass
+class LoaderSettings:
+    """What one rank's loader needs besides DataConfig: model geometry, batch, split, place in the job."""
+    batch_size: int
+    frames: int
+    image_size: int
+    num_transcripts: int
+    split: str = "train"                          # train | eval
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    post_frames: list[int] = field(default_factory=list)  # post mode: frame counts of alternating batches
+    max_text_length: int = 50                     # tokens per transcript
+
+
+class ShardDataset(torch.utils.data.IterableDataset):
+    """Yields ready batches (dicts of tensors) tagged with the worker and its stream position."""
+
+    def __init__(self, cfg: DataConfig, settings: LoaderSettings, tokenizer: Any) -> None:
+        super().__init__()
+        self.cfg, self.s, self.tokenizer = cfg, settings, tokenizer
+        self.train = settings.split == "train"
+        spec = cfg.eval_shards if (not self.train and cfg.eval_shards) else cfg.shards
+        self.urls = expand_shards(spec)
+        self.blocklist = load_blocklist(cfg.blocklist)
+        # Hold-out: train drops held-out videos, eval keeps only them (unless eval_shards is its own set).
+        self.holdout = "none" if cfg.holdout_fraction <= 0 or (not self.train and cfg.eval_shards) else (
+            "drop" if self.train else "keep")
+        # Set by ShardLoader before each epoch's DataLoader starts (copied into the workers).
+        self.epoch = 0
+        self.num_logical_workers = 1
+        self.rotation = 0
+        self.start_positions: dict[int, int] = {}
+        self.ended: set[int] = set()
+
+    # -- stream pieces --------------------------------------------------------------------------
+    def _worker(self) -> tuple[int, int]:
+        info = torch.utils.data.get_worker_info()
+        n = info.num_workers if info else 1
+        physical = info.id if info else 0
+        return (physical + self.rotation) % n, n
+
+    def _shards_for(self, worker: int, n_workers: int) -> tuple[list[str], int, int]:
+        """This epoch's shards for (rank, worker), plus the sample-level modulo split when shards are few."""
+        urls = list(self.urls)
+        if self.train:
+            random.Random(f"{self.s.seed}-shards-{self.epoch}").shuffle(urls)  # same order on every rank
+        slots, slot = self.s.world_size * n_workers, self.s.rank * n_workers + worker
+        if len(urls) >= slots:
+            return urls[slot::slots], 1, 0
+        return urls, slots, slot  # too few shards: every slot reads all, keeps sample i where i % slots == slot
+
+    def _raw(self, urls: list[str], counter: SkipCounter) -> Iterator[dict]:
+        import webdataset as wds
+
+        return wds.tariterators.tarfile_samples(({"url": u} for u in urls), handler=counter)
+
+    def _keep(self, sample: dict, counter: SkipCounter) -> bool:
+        try:
+            meta = json.loads(sample["json"])
+            sample["__meta__"] = meta
+            video_id = str(meta.get("video_id", sample["__key__"]))
+        except Exception as exn:  # noqa: BLE001 - a broken json is a counted skip
+            counter(exn)
+            return False
+        if sample["__key__"] in self.blocklist or meta.get("key") in self.blocklist or video_id in self.blocklist:
+            counter.counts["blocklisted"] += 1
+            return False
+        if self.holdout != "none":
+            held_out = holdout_value(video_id) < self.cfg.holdout_fraction
+            if held_out != (self.holdout == "keep"):
+                return False
+        return True
+
+    def _filtered(self, worker: int, n_workers: int, counter: SkipCounter) -> Iterator[dict]:
+        if self.cfg.resampled and self.train:
+            rng = random.Random(f"{self.s.seed}-resample-{self.s.rank}-{worker}")
+            empty = 0
+            while True:
+                got = False
+                for sample in self._raw([rng.choice(self.urls)], counter):
+                    if self._keep(sample, counter):
+                        got = True
+                        yield sample
+                empty = 0 if got else empty + 1
+                if empty >= MAX_EMPTY_SHARD_DRAWS:
+                    raise DataError(f"rank {self.s.rank} worker {worker}: {empty} shard draws in a row had no "
+                                    f"usable sample (skips: {dict(counter.counts)})")
+        urls, slots, slot = self._shards_for(worker, n_workers)
+        index = 0
+        for sample in self._raw(urls, counter):
+            if slots > 1:
+                index += 1
+                if (index - 1) % slots != slot:
+                    continue
+            if self._keep(sample, counter):
+                yield sample
+
+    def _shuffled(self, stream: Iterator[dict], worker: int) -> Iterator[dict]:
+        if not self.train or self.cfg.shuffle_buffer <= 1:
+            yield from stream
+            return
+        rng = random.Random(f"{self.s.seed}-shuffle-{self.epoch}-{self.s.rank}-{worker}")
+        buf: list[dict] = []
+        initial = min(self.cfg.shuffle_initial, self.cfg.shuffle_buffer)
+        stream = iter(stream)
+        for sample in stream:
+            buf.append(sample)
+            if len(buf) < self.cfg.shuffle_buffer:  # grow the buffer two-for-one until it is full
+                nxt = next(stream, None)
+                if nxt is not None:
+                    buf.append(nxt)
+            if len(buf) >= initial:
+                yield self._pick(buf, rng)
+        while buf:
+            yield self._pick(buf, rng)
+
+    @staticmethod
+    def _pick(buf: list[dict], rng: random.Random) -> dict:
+        k = rng.randrange(len(buf))
+        buf[k], buf[-1] = buf[-1], buf[k]
+        return buf.pop()
+
+    def frame_spec(self, frames: int) -> FrameSpec:
+        return FrameSpec(frames=frames, image_size=self.s.image_size, train=self.train,
+                         resize_short=self.cfg.resize_short, crop_scale=tuple(self.cfg.crop_scale))
+
+    def _decode(self, sample: dict, spec: FrameSpec, rng: random.Random) -> dict:
+        meta = sample["__meta__"]
+        return {"video": decode_frames(sample, meta, spec, rng),
+                "texts": sample_texts(meta, self.s.num_transcripts),
+                "key": sample["__key__"], "video_id": str(meta.get("video_id", sample["__key__"]))}
+
+    def collate(self, items: list[dict]) -> dict:
+        """B decoded samples -> the model's batch; all B*K transcripts are tokenized in one call."""
+        b, k = len(items), self.s.num_transcripts
+        texts = [t for item in items for t in item["texts"]]
+        tok = self.tokenizer(texts, max_length=self.s.max_text_length, truncation=True,
+                             padding=self.cfg.text_padding, return_tensors="pt")
+        return {
+            "video": torch.stack([item["video"] for item in items]),                # [B, 3, T, S, S]
+            "text_ids": tok["input_ids"].view(b, k, -1).long(),                      # [B, K, L]
+            "text_mask": tok["attention_mask"].view(b, k, -1).long(),                # [B, K, L]
+            "keys": [item["key"] for item in items],
+            "video_ids": [item["video_id"] for item in items],
+        }
+
+    # -- the whole stream -----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        worker, n_workers = self._worker()
+        if worker in self.ended:
+            yield {"_end": worker, "_skips": {}}
+            return
+        counter = SkipCounter()
+        start = self.start_positions.get(worker, 0)
+        position = 0
+        pending: list[dict] = []
+        n_batches = 0
+        post = self.s.post_frames
+        for sample in self._shuffled(self._filtered(worker, n_workers, counter), worker):
+            position += 1
+            if position <= start:  # resume: these were consumed before the checkpoint (not decoded)
+                continue
+            frames = post[n_batches % len(post)] if post else self.s.frames
+            rng = random.Random(f"{self.s.seed}-aug-{self.epoch}-{self.s.rank}-{worker}-{position}")
+            try:
+                pending.append(self._decode(sample, self.frame_spec(frames), rng))
+            except Exception as exn:  # noqa: BLE001 - a broken sample is a counted skip, never a crash
+                counter(exn)
+                continue
+            if len(pending) == self.s.batch_size:
+                batch = self.collate(pending)
+                pending = []
+                n_batches += 1
+                batch.update(_worker=worker, _position=position, _skips=dict(counter.counts))
+                yield batch
+        if pending and not self.train:  # eval keeps the last partial batch; train drops it
+            batch = self.collate(pending)
+            batch.update(_worker=worker, _position=position, _skips=dict(counter.counts))
+            yield batch
+        yield {"_end": worker, "_skips": dict(counter.counts)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the rank's loader: fixed merge order + exact position
+
+
+class ShardLoader:
+    """Iterate a ShardDataset through a DataLoader in a fixed worker order, epoch after epoch.
+
+    The order is round-robin over the logical workers still running (as torch's DataLoader does), kept
+    by this class rather than by timing, so that `state_dict()` after any batch (epoch, each worker's
+    stream position, the next worker) restarts the stream exactly there: on resume the workers skip the
+    raw samples they had consumed and the DataLoader's first worker plays the next logical worker.
+    """
+
+    def __init__(self, dataset: ShardDataset, num_workers: int, prefetch_factor: int = 2,
+                 epochs: int | None = None) -> None:
+        self.ds, self.num_workers, self.prefetch_factor = dataset, num_workers, prefetch_factor
+        self.epochs = epochs  # None: forever (training); 1: one pass (evaluation)
+        self.n_logical = max(1, num_workers)
+        self.epoch = 0
+        self.positions: dict[int, int] = {}
+        self.ended: set[int] = set()
+        self.next_worker = 0
+        self.skips: dict[int, dict[str, int]] = {}
+        self.batches_this_epoch = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "positions": {str(k): v for k, v in self.positions.items()},
+                "ended": sorted(self.ended), "next_worker": self.next_worker, "num_workers": self.n_logical,
+                "batches_this_epoch": self.batches_this_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["num_workers"]) != self.n_logical:
+            raise DataError(f"the checkpoint's data loader ran {state['num_workers']} workers per rank; resume with "
+                            f"--set data.num_workers={state['num_workers']} (now {self.n_logical})")
+        self.epoch = int(state["epoch"])
+        self.positions = {int(k): int(v) for k, v in state["positions"].items()}
+        self.ended = set(int(w) for w in state["ended"])
+        self.next_worker = int(state["next_worker"])
+        self.batches_this_epoch = int(state.get("batches_this_epoch", 0))
+
+    def skip_counts(self) -> dict[str, int]:
+        total: collections.Counter[str] = collections.Counter()
+        for counts in self.skips.values():
+            total.update(counts)
+        return dict(total)
+
+    def _dataloader(self):
+        self.ds.epoch, self.ds.rotation = self.epoch, self.next_worker
+        self.ds.start_positions, self.ds.ended = dict(self.positions), set(self.ended)
+        if self.num_workers == 0:
+            return iter(self.ds)
+        loader = torch.utils.data.DataLoader(self.ds, batch_size=None, num_workers=self.num_workers,
+                                             prefetch_factor=self.prefetch_factor, persistent_workers=False)
+        return iter(loader)
+
+    def _next_active(self, after: int) -> int:
+        for step in range(1, self.n_logical + 1):
+            w = (after + step) % self.n_logical
+            if w not in self.ended:
+                return w
+        return after
+
+    def __iter__(self) -> Iterator[dict]:
+        while self.epochs is None or self.epoch < self.epochs:
+            stream = self._dataloader()
+            buffers: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+            if self.next_worker in self.ended:
+                self.next_worker = self._next_active(self.next_worker)
+            while len(self.ended) < self.n_logical:
+                w = self.next_worker
+                while not buffers[w]:
+                    try:
+                        item = next(stream)
+                    except StopIteration:
+                        raise DataError(f"data loader workers stopped early (rank {self.ds.s.rank})") from None
+                    buffers[item.get("_end", item.get("_worker"))].append(item)
+                item = buffers[w].popleft()
+                self.skips[w] = item["_skips"]
+                if "_end" in item:
+                    self.ended.add(w)
+                    self.next_worker = self._next_active(w)
+                    continue
+                self.positions[w] = item.pop("_position")
+                item.pop("_worker"), item.pop("_skips")
+                self.next_worker = self._next_active(w)
+                self.batches_this_epoch += 1
+                yield item
+            if self.batches_this_epoch == 0:
+                raise DataError(
+                    f"rank {self.ds.s.rank}: no usable {self.ds.s.split} samples in {len(self.ds.urls)} shard(s) "
+                    f"(skipped: {self.skip_counts() or 'none'}; batch size {self.ds.s.batch_size}, hold-out "
+                    f"{self.ds.cfg.holdout_fraction}) - check data.shards")
+            del stream
+            self.epoch += 1
+            self.positions, self.ended, self.next_worker, self.batches_this_epoch = {}, set(), 0, 0
+
+
+def build_loader(cfg: DataConfig, settings: LoaderSettings, tokenizer: Any,
+                 epochs: int | None = None) -> ShardLoader:
+    """The rank's loader; raises DataError (one line) when the shards or blocklist cannot be found."""
+    dataset = ShardDataset(cfg, settings, tokenizer)
+    workers = cfg.num_workers if settings.split == "train" else min(cfg.num_workers, 1)
+    return ShardLoader(dataset, workers, cfg.prefetch_factor, epochs=epochs)

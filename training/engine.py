@@ -1,0 +1,402 @@
+"""The training loop: DeepSpeed engine from the recipe's JSON, LR schedule, metrics, checkpoints.
+
+One function, `train(cfg, ...)`, runs the whole job on one rank; pretrain.py (deepspeed / torchrun /
+python) and raytrain.py (Ray Train) both call it. Every rank runs the same steps:
+
+    micro batch from the rank's ShardLoader (time spent waiting = data wait) -> engine(batch) ->
+    engine.backward(loss) -> engine.step()   (DeepSpeed accumulates, clips, steps AdamW and the schedule)
+    every log_every steps: metrics averaged over ranks -> metrics.jsonl + TensorBoard (rank 0)
+    every checkpoint_every steps and at the end: checkpoint (checkpoint.py), keep the last M
+
+A resumed run restores the engine, each rank's loader position and RNG state, and the partial metric
+window, so its steps and losses are those of the run it continues.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import random
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from common.atomic import write_text
+from training import checkpoint as ckpt
+from training.config import PretrainConfig
+
+METRIC_KEYS = ("loss", "loss_base", "loss_sort", "sort_acc", "pos_acc")
+
+
+def log(msg: str) -> None:
+    print(f"[rank {os.environ.get('RANK', '0')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# process group
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def setup_distributed(timeout_s: int) -> tuple[int, int]:
+    """Join (or, in a bare `python`, create) the process group; returns (rank, world size).
+
+    Under deepspeed/torchrun/Ray Train the launcher sets RANK etc.; a bare python process becomes a
+    one-rank job on 127.0.0.1. The timeout makes a collective that waits on a dead rank fail instead of
+    hanging forever.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False,
+                               timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+# ---------------------------------------------------------------------------------------------------
+# recipe pieces
+
+
+def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict[str, Any]:
+    """The recipe JSON with the batch geometry and optimizer numbers of the YAML config filled in."""
+    path = Path(cfg.train.deepspeed)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.deepspeed: {path} does not exist (see training/presets/*.json)")
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"train.deepspeed: {path} is not valid JSON ({exc})") from exc
+    ds = {k: v for k, v in ds.items() if not k.startswith("_")}   # "_comment" keys
+    t = cfg.train
+    ds["train_micro_batch_size_per_gpu"] = t.micro_batch
+    ds["gradient_accumulation_steps"] = t.grad_accum
+    ds["train_batch_size"] = t.micro_batch * t.grad_accum * world_size
+    ds.setdefault("steps_per_print", 10 ** 9)      # our own metrics; keep DeepSpeed quiet
+    ds.setdefault("wall_clock_breakdown", False)
+    if "optimizer" in ds:                          # DeepSpeed builds the optimizer: the recipe's numbers
+        params = ds["optimizer"].setdefault("params", {})
+        params.update(lr=t.lr, betas=list(t.betas), weight_decay=t.weight_decay)
+    return ds
+
+
+def lr_lambda(cfg: PretrainConfig) -> Callable[[int], float]:
+    """Multiplier of train.lr after `step` optimizer steps."""
+    t = cfg.train
+    total, warmup = t.max_steps, t.warmup_steps
+    milestones = [round(total * e / t.epochs) for e in t.step_epochs]   # epochs 12, 16 of 20 -> steps
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if t.schedule == "step":
+            return t.step_gamma ** sum(step >= m for m in milestones)
+        if t.schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# metrics
+
+
+class MetricWindow:
+    """Sums of the step metrics since the last logged step (saved in checkpoints: part of resume)."""
+
+    def __init__(self) -> None:
+        self.sums = {k: 0.0 for k in METRIC_KEYS}
+        self.micro = 0
+        self.samples = 0
+        self.wait_s = 0.0
+        self.step_s = 0.0
+
+    def add(self, out: dict[str, torch.Tensor], samples: int) -> None:
+        for key in METRIC_KEYS:
+            self.sums[key] += float(out[key].detach().float())
+        self.micro += 1
+        self.samples += samples
+
+    def reduce(self, world: int) -> dict[str, float]:
+        """Mean over micro batches and ranks; samples/s over the whole job; data wait as a fraction."""
+        import torch.distributed as dist
+
+        vec = torch.tensor([*self.sums.values(), self.micro, self.samples, self.wait_s, self.step_s],
+                           dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(vec)
+        n = max(1.0, vec[len(METRIC_KEYS)].item())
+        row = {k: vec[i].item() / n for i, k in enumerate(METRIC_KEYS)}
+        samples, wait, step_s = vec[-3].item(), vec[-2].item(), vec[-1].item()
+        row["samples_per_s"] = samples / max(1e-9, step_s / world)      # step_s summed over ranks
+        row["data_wait_frac"] = wait / max(1e-9, step_s)
+        return row
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class MetricsSink:
+    """metrics.jsonl (one object per logged step) and TensorBoard, written by rank 0 only."""
+
+    def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool) -> None:
+        self.path = out_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.is_file():
+            # Rows a killed run logged after its last checkpoint are logged again by this run.
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            write_text(self.path, "".join(line + "\n" for line in kept))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"),
+                                            purge_step=None if resume_step is None else resume_step + 1)
+            except ImportError:  # pragma: no cover - tensorboard is pinned in requirements.txt
+                self.writer = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, row["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the job
+
+
+def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
+          on_log: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) the training job on this rank; returns a summary dict (rank 0's view)."""
+    import deepspeed
+    import torch.distributed as dist
+    from training.data import LoaderSettings, build_loader
+    from training.model import TVTS, build_tokenizer
+    from training.model_config import load_preset
+
+    from training.data import expand_shards, load_blocklist
+
+    rank, world = setup_distributed(cfg.train.dist_timeout_s)
+    expand_shards(cfg.data.shards)            # bad paths fail here, in one line, before any model is built
+    load_blocklist(cfg.data.blocklist)
+    out_dir = Path(cfg.output.dir)
+    root = ckpt.checkpoint_root(out_dir)
+    t = cfg.train
+
+    overrides = list(t.model_overrides)
+    if t.activation_checkpointing:
+        overrides.append("video.grad_checkpointing=true")
+    model_cfg = load_preset(t.preset, overrides)
+    run_info = {"preset": t.preset, "model": asdict(model_cfg), "world_size": world, "mode": t.mode,
+                "num_workers": cfg.data.num_workers, "seed": cfg.seed, "config": asdict(cfg)}
+    # Keys that identify the model: a checkpoint of another preset must not load into this one.
+    run_info["model"] = json.loads(json.dumps(run_info["model"]))
+
+    found = None if fresh else ckpt.resolve_resume(resume, out_dir)
+    start_step = 0
+    if found is not None:
+        ck_root, tag = found
+        start_step = int(ckpt.TAG_RE.match(tag).group(1))
+        ckpt.check_compatible(ck_root / tag, run_info, check_world=start_step < t.max_steps)
+    if start_step >= t.max_steps:
+        if rank == 0:
+            log(f"{out_dir}: already at step {start_step} of train.max_steps={t.max_steps}; nothing to do "
+                f"(checkpoint {root / tag}; raise train.max_steps to train further)")
+        finish_exports(cfg, model_cfg, run_info, rank, engine=None, tag=tag, ck_root=ck_root)
+        return {"step": start_step, "resumed_from": start_step, "trained_steps": 0}
+
+    seed_everything(cfg.seed, 0)                 # identical initial weights on every rank
+    model = TVTS(model_cfg)
+    seed_everything(cfg.seed, rank)              # per-rank masks, shuffles and augmentation
+    ds_config = deepspeed_config(cfg, world)
+    client_optimizer = None
+    if "optimizer" not in ds_config:
+        client_optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas),
+                                             weight_decay=t.weight_decay)
+    factor = lr_lambda(cfg)
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+        optimizer=client_optimizer, config=ds_config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor))
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else (torch.float16 if engine.fp16_enabled() else None)
+    zero_stage = engine.zero_optimization_stage()
+
+    tokenizer = build_tokenizer(model_cfg)
+    settings = LoaderSettings(batch_size=t.micro_batch, frames=model_cfg.video.frames,
+                              image_size=model_cfg.video.image_size, num_transcripts=model_cfg.num_transcripts,
+                              split="train", rank=rank, world_size=world, seed=cfg.seed,
+                              post_frames=list(t.post_frames) if t.mode == "post" else [],
+                              max_text_length=cfg.data.max_text_length or model_cfg.text.max_length)
+    loader = build_loader(cfg.data, settings, tokenizer)
+    window = MetricWindow()
+
+    if found is not None:
+        engine.load_checkpoint(str(ck_root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+        state = ckpt.load_rank_state(ck_root / tag, rank)
+        loader.load_state_dict(state["loader"])
+        window.load_state_dict(state["window"])
+        ckpt.set_rng_state(state["rng"])
+        if rank == 0:
+            log(f"resumed from {ck_root / tag} at step {start_step}")
+    step = start_step
+    if engine.global_steps != step:
+        raise ckpt.ResumeError(f"DeepSpeed restored step {engine.global_steps}, expected {step}")
+
+    sink = None
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sink = MetricsSink(out_dir, start_step if found else None, t.tensorboard)
+        log(f"training preset '{t.preset}' ({t.mode}) on {world} rank(s), ZeRO stage {zero_stage}, "
+            f"{'bf16' if dtype == torch.bfloat16 else 'fp16' if dtype == torch.float16 else 'fp32'}, "
+            f"micro batch {t.micro_batch} x accum {t.grad_accum} x {world} ranks; "
+            f"steps {start_step} -> {t.max_steps}; output {out_dir}")
+    progress = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        progress = tqdm(total=t.max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    last_saved = start_step if found else None
+    batches = iter(loader)
+    engine.train()
+    while step < t.max_steps:
+        step_start = time.perf_counter()
+        for _ in range(t.grad_accum):
+            wait_start = time.perf_counter()
+            batch = next(batches)
+            window.wait_s += time.perf_counter() - wait_start
+            batch = to_device(batch, engine.device, dtype)
+            out = engine(batch, mode=t.mode)
+            engine.backward(out["loss"])
+            engine.step()
+            window.add(out, samples=batch["video"].shape[0])
+        window.step_s += time.perf_counter() - step_start
+        step += 1
+        fault_injection(step, rank)
+        if progress is not None:
+            progress.update(1)
+        if step % t.log_every == 0 or step == t.max_steps:
+            row = {"step": step, **window.reduce(world), "lr": scheduler.get_last_lr()[0],
+                   "epoch": loader.epoch}
+            if rank == 0:
+                row["skipped"] = loader.skip_counts()
+                sink.write(row)
+                progress.set_postfix(loss=f"{row['loss']:.3f}", sort=f"{row['sort_acc']:.2f}",
+                                     wait=f"{row['data_wait_frac']:.0%}")
+                if on_log is not None:
+                    on_log(row)
+            window = MetricWindow()
+        if step % t.checkpoint_every == 0 or step == t.max_steps:
+            save(engine, root, step, rank, world, loader, window, run_info, t.keep_last)
+            last_saved = step
+    if progress is not None:
+        progress.close()
+    if sink is not None:
+        sink.close()
+    finish_exports(cfg, model_cfg, run_info, rank, engine=engine, tag=ckpt.tag_for(last_saved), ck_root=root,
+                   zero_stage=zero_stage)
+    dist.barrier()
+    return {"step": step, "resumed_from": start_step if found else None, "trained_steps": step - start_step,
+            "checkpoint": str(root / ckpt.tag_for(step)), "metrics": str(out_dir / "metrics.jsonl"),
+            "skipped": loader.skip_counts()}
+
+
+def fault_injection(step: int, rank: int) -> None:
+    """Tests' kill -9 at an exact step: TVTS_FAULT_KILL_STEP=N [TVTS_FAULT_KILL_RANK=R] (default rank 0)."""
+    at = os.environ.get("TVTS_FAULT_KILL_STEP")
+    if at and int(at) == step and int(os.environ.get("TVTS_FAULT_KILL_RANK", "0")) == rank:
+        import signal
+
+        log(f"fault injection: SIGKILL at step {step}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save(engine, root: Path, step: int, rank: int, world: int, loader, window: MetricWindow,
+         run_info: dict, keep_last: int) -> None:
+    """DeepSpeed files, then every rank's own state, then (after a barrier) complete.json and pruning."""
+    import torch.distributed as dist
+
+    tag = ckpt.tag_for(step)
+    engine.save_checkpoint(str(root), tag=tag)
+    ckpt.save_rank_state(root / tag, rank, {"loader": loader.state_dict(), "window": window.state_dict(),
+                                            "rng": ckpt.rng_state(), "step": step})
+    dist.barrier()
+    if rank == 0:
+        ckpt.mark_complete(root / tag, step, run_info)
+        ckpt.prune(root, keep_last)
+    dist.barrier()
+
+
+def finish_exports(cfg: PretrainConfig, model_cfg, run_info: dict, rank: int, engine, tag: str, ck_root: Path,
+                   zero_stage: int | None = None) -> None:
+    """At the end (rank 0): the fp32 state_dict for evaluation and the loss-curve PNG, if missing."""
+    if rank != 0:
+        return
+    out_dir = Path(cfg.output.dir)
+    export = out_dir / "model_fp32.pt"
+    done_for = out_dir / "model_fp32.json"
+    current = json.loads(done_for.read_text()).get("tag") if done_for.is_file() else None
+    zero_stage = zero_stage if zero_stage is not None else int(
+        json.loads(Path(cfg.train.deepspeed).read_text()).get("zero_optimization", {}).get("stage", 0))
+    if cfg.train.export_fp32 and (current != tag or not export.is_file()) and (engine is not None or zero_stage > 0):
+        info = {"tag": tag, "preset": run_info["preset"], "model": run_info["model"],
+                "checkpoint": str(ck_root / tag), "holdout_fraction": cfg.data.holdout_fraction,
+                "seed": cfg.seed, "shards": cfg.data.shards, "mode": run_info["mode"]}
+        ckpt.export_fp32(ck_root, tag, zero_stage, engine.module if engine else None, export, info)
+        log(f"exported fp32 weights -> {export}")
+    if cfg.train.plot:
+        from training.plots import plot_metrics
+
+        png = plot_metrics(out_dir / "metrics.jsonl", out_dir / "loss_curve.png")
+        if png is not None:
+            log(f"loss curve -> {png}")

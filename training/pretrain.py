@@ -1,0 +1,82 @@
+"""Pretrain TVTS with DeepSpeed: `python -m training.pretrain --config FILE [--set key=value ...]`.
+
+Reads the `pretrain` section of the config (configs/demo.yaml by default; training/config.py lists the
+keys). The same command runs under every launcher, with the same config file:
+
+    python -m training.pretrain --config configs/demo.yaml                    # one process
+    deepspeed --num_gpus 2 --module training.pretrain --config configs/demo.yaml     # one node
+    deepspeed --hostfile infra/hostfile.example --module training.pretrain ...       # several nodes
+    torchrun --nproc_per_node 2 -m training.pretrain --config configs/demo.yaml
+    python -m training.raytrain --config configs/demo.yaml --workers 2        # Ray Train
+
+It continues from the newest complete checkpoint in output.dir (or `--resume DIR`); `--fresh` starts
+over. Writes checkpoints/, metrics.jsonl, tensorboard/, model_fp32.pt and loss_curve.png into output.dir.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from common.config import add_config_args, load_from_args
+
+USER_ERRORS = ("ConfigError", "DataError", "ResumeError", "FileNotFoundError", "MissingDependency")
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker wrapped it with its traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__.split("\n\n")[0])
+    add_config_args(parser)
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
+                        help="continue from DIR (an output.dir, its checkpoints/ or one checkpoint folder); "
+                             "without DIR: the newest checkpoint in output.dir (also the default)")
+    parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start at step 0")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from training.config import PretrainConfig
+
+    cfg = load_from_args(PretrainConfig, args, job="pretrain")
+    try:
+        from training.engine import train
+
+        summary = train(cfg, resume=args.resume or None, fresh=args.fresh)
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line and a non-zero exit
+        rank = os.environ.get("RANK", "0")
+        print(f"error (rank {rank}): {one_line(exc)}", file=sys.stderr, flush=True)
+        if type(exc).__name__ not in USER_ERRORS and "Original Traceback" not in str(exc):
+            import traceback
+
+            traceback.print_exc()
+        return 2 if type(exc).__name__ in USER_ERRORS else 1
+    if os.environ.get("RANK", "0") == "0":
+        out = cfg.output.dir
+        print(f"done: step {summary['step']} (trained {summary['trained_steps']} steps this run)\n"
+              f"  checkpoints  {out}/checkpoints/\n  metrics      {out}/metrics.jsonl (TensorBoard: {out}/tensorboard)\n"
+              f"  weights      {out}/model_fp32.pt\n  loss curve   {out}/loss_curve.png", flush=True)
+        if summary.get("skipped"):
+            print(f"  skipped samples: {summary['skipped']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - shutting down
+        pass
+    sys.exit(code)
