@@ -215,6 +215,7 @@ def fetch(row: Any, scratch_dir: str | os.PathLike, cfg: FetchConfig | None = No
     cfg = cfg or FetchConfig()
     video_id, url, captions = _row_fields(row)
     row_dir = Path(scratch_dir) / safe_file_stem(video_id)
+    scratch = _RowScratch(row_dir)
     kind = source_kind(url)
     started = time.monotonic()
     created: list[str] = []
@@ -225,35 +226,37 @@ def fetch(row: Any, scratch_dir: str | os.PathLike, cfg: FetchConfig | None = No
         elif kind == HTTP:
             from pipeline.fetch_http import download
 
-            row_dir.mkdir(parents=True, exist_ok=True)
+            scratch.ensure()
             video_path, info = download(url, row_dir, "video", cfg, expect_media=True, label=video_id)
             created.append(video_path)
             downloaded = True
         elif kind == FSSPEC:
-            row_dir.mkdir(parents=True, exist_ok=True)
+            scratch.ensure()
             video_path, info = _copy_fsspec(url, row_dir, "video", cfg, video_id)
             created.append(video_path)
             downloaded = True
         else:  # YOUTUBE
             from pipeline.fetch_youtube import download_youtube
 
-            row_dir.mkdir(parents=True, exist_ok=True)
+            scratch.ensure()
             result = download_youtube(youtube_video_id(url) or url, row_dir, cfg, label=video_id)
             video_path, info = result.video_path, result.info
             created.extend(result.files)
             downloaded = True
-            if captions is None and result.captions_path:
-                captions = result.captions_path  # yt-dlp's VTT, already local
+            if result.captions_path:
+                info["youtube_captions_path"] = result.captions_path
+                if captions is None:
+                    captions = result.captions_path  # yt-dlp's VTT, already local
         info = {"source_kind": kind, **info}
         if "bytes" not in info:
             with contextlib.suppress(OSError):
                 info["bytes"] = os.path.getsize(video_path)
         captions_path = None
         if captions:
-            captions_path = _fetch_captions(captions, row_dir, cfg, video_id, info, created)
+            captions_path = _fetch_captions(captions, scratch, cfg, video_id, info, created)
         info["fetch_seconds"] = round(time.monotonic() - started, 3)
         return Fetched(video_path=str(video_path), captions_path=captions_path, info=info, downloaded=downloaded,
-                       files=created, scratch_dir=str(row_dir) if created else None)
+                       files=created, scratch_dir=str(row_dir) if scratch.used else None)
     except StageError:
         if not cfg.keep_downloads:
             # A classified failure is final for this run: free the scratch space (a crash, where no
@@ -262,9 +265,43 @@ def fetch(row: Any, scratch_dir: str | os.PathLike, cfg: FetchConfig | None = No
             if row_dir.is_dir():
                 shutil.rmtree(row_dir, ignore_errors=True)
         raise
+    finally:
+        scratch.release()
 
 
-def _fetch_captions(captions: str, row_dir: Path, cfg: FetchConfig, video_id: str, info: dict,
+class _RowScratch:
+    """A row's scratch folder, created on first use and locked (flock) while this process fills it.
+
+    The lock keeps two processes on one node (a rerun beside a leftover worker, or decode re-fetching
+    what fetch is still writing) from appending to the same ``.part``; it dies with its process.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self.used = False
+
+    def ensure(self) -> Path:
+        if self._fd is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - not POSIX
+                pass
+            self._fd = fd
+            self.used = True
+        return self.path
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def _fetch_captions(captions: str, scratch: "_RowScratch", cfg: FetchConfig, video_id: str, info: dict,
                     created: list[str]) -> str | None:
     kind = source_kind(captions)
     try:
@@ -272,7 +309,7 @@ def _fetch_captions(captions: str, row_dir: Path, cfg: FetchConfig, video_id: st
             if kind == YOUTUBE and not os.path.exists(captions):
                 raise fetch_error("not_found", f"captions {captions!r} for {video_id!r} is not a file")
             return _local(captions, video_id, what="captions")
-        row_dir.mkdir(parents=True, exist_ok=True)
+        row_dir = scratch.ensure()
         if kind == HTTP:
             from pipeline.fetch_http import download
 

@@ -10,7 +10,8 @@ content checks. Used through ``pipeline.fetch.fetch``; ``download`` is the one e
     Retries (``cfg.retries`` after the first try, delay ``cfg.backoff_s * 2**k`` capped at
     ``cfg.backoff_max_s``): 5xx, 429, connect/read timeouts, refused connections, bodies shorter
     than their Content-Length. An attempt that made progress (the ``.part`` grew) does not use up a
-    retry; ``cfg.total_timeout_s`` bounds the whole download. Not retried: 4xx, redirect loops
+    retry; a ``Retry-After: N`` header lengthens the delay (up to ``cfg.backoff_max_s``);
+    ``cfg.total_timeout_s`` bounds the whole download. Not retried: 4xx, redirect loops
     (``cfg.max_redirects``), size cap, non-video content.
 
     ``expect_media=True`` enables the content checks (``cfg.check_content``): a Content-Type of HTML,
@@ -42,9 +43,10 @@ _CONTENT_RANGE_UNSATISFIED_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.I)
 class _Retryable(Exception):
     """An attempt failed in a way worth another try; ``error`` is what to raise when retries run out."""
 
-    def __init__(self, error: StageError):
+    def __init__(self, error: StageError, retry_after: float | None = None):
         super().__init__(str(error))
         self.error = error
+        self.retry_after = retry_after  # the server's Retry-After, seconds
 
 
 def sniff_media(head: bytes) -> bool | None:
@@ -139,6 +141,8 @@ def download(url: str, dest_dir: str | os.PathLike, stem: str, cfg: FetchConfig,
                     raise fetch_error("http_timeout", f"{who}: gave up after fetch.total_timeout_s="
                                       f"{cfg.total_timeout_s:g}s ({retry.error.error_class})") from None
                 delay = min(cfg.backoff_s * (2 ** max(failures - 1, 0)), cfg.backoff_max_s)
+                if retry.retry_after is not None:
+                    delay = max(delay, min(retry.retry_after, cfg.backoff_max_s))
                 time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
     finally:
         session.close()
@@ -170,7 +174,7 @@ def _attempt(session, requests, url: str, dest: Path, part: Path, cfg: FetchConf
                 error_class, retryable = classify_status(status)
                 error = fetch_error(error_class, f"{who}: HTTP {status} {resp.reason or ''}".rstrip())
                 if retryable:
-                    raise _Retryable(error)
+                    raise _Retryable(error, _retry_after(resp.headers.get("Retry-After")))
                 raise error
             content_type = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
             info["content_type"] = content_type
@@ -318,6 +322,13 @@ def _expected_total(resp, offset: int) -> int | None:
         return offset + int(length) if length and length.isdigit() else None
     length = resp.headers.get("Content-Length")
     return int(length) if length and length.isdigit() else None
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Seconds from a Retry-After header in its delta-seconds form (an HTTP date is ignored)."""
+    if header and header.strip().isdigit():
+        return float(header.strip())
+    return None
 
 
 def _range_start(header: str) -> int | None:

@@ -14,6 +14,7 @@ Endpoints (NAME is a file added with ``add_file``):
   /truncated/NAME           200 with the full Content-Length but half the body, then closes (always)
   /flaky/NAME               first request: like /truncated; later requests: like /files (Range too)
   /fail/N/CODE/NAME         the first N requests answer CODE, later ones serve NAME
+  /retry-after/S/N/NAME     the first N requests answer 503 with ``Retry-After: S``, later ones serve NAME
   /status/CODE              answers CODE with a short text body
   /redirect/N/NAME          N chained 302 redirects, then /files/NAME
   /redirect-loop            302 to itself forever
@@ -137,6 +138,10 @@ class _Handler(BaseHTTPRequestHandler):
             if count <= int(rest[0]):
                 return self._status(int(rest[1]))
             return self._serve("/".join(rest[2:]), ranges=True)
+        if kind == "retry-after" and len(rest) >= 3:
+            if count <= int(rest[1]):
+                return self._status(503, {"Retry-After": rest[0]})
+            return self._serve("/".join(rest[2:]), ranges=True)
         if kind == "status" and rest:
             return self._status(int(rest[0]))
         if kind == "redirect" and len(rest) >= 2:
@@ -149,9 +154,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._serve("/".join(rest), ranges=False, content_type="text/html; charset=utf-8")
         return self._status(404)
 
-    def _status(self, code: int) -> None:
+    def _status(self, code: int, headers: dict | None = None) -> None:
         body = f"status {code}\n".encode()
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -165,6 +165,39 @@ def test_http_500_is_retried_then_classified(http_server, tmp_path, media):
     assert Path(got.video_path).read_bytes() == media and got.info["attempts"] == 3
 
 
+def test_http_retry_after_is_honoured(http_server, tmp_path, media):
+    http_server.add_file("clip.mp4", media)
+    start = time.monotonic()
+    got = fetch(ManifestRow("v", http_server.url("/retry-after/1/1/clip.mp4")), tmp_path, fast_cfg(backoff_s=0.01))
+    assert Path(got.video_path).read_bytes() == media and got.info["attempts"] == 2
+    assert time.monotonic() - start >= 1.0
+
+
+def test_concurrent_fetches_of_one_row_do_not_mix(http_server, tmp_path, tiny_mp4):
+    import threading
+
+    data = tiny_mp4.read_bytes() + b"\x00" * 20_000
+    http_server.add_file("clip.mp4", data)
+    row = ManifestRow("v", http_server.url("/trickle/0.005/clip.mp4"))
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(fetch(row, tmp_path, fast_cfg()))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 2
+    assert all(Path(r.video_path).read_bytes() == data for r in results)
+    assert http_server.hits("/trickle/0.005/clip.mp4") == 1  # the second waited and reused the file
+    assert sum(bool(r.info.get("reused")) for r in results) == 1
+
+
 def test_http_slow_server_times_out(http_server, tmp_path, media):
     http_server.add_file("clip.mp4", media)
     start = time.monotonic()

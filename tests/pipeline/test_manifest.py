@@ -251,8 +251,10 @@ def test_relative_youtube_id_vs_existing_file(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps({"video_id": "a", "url": "abcdefghijk"}) + "\n"
                     + json.dumps({"video_id": "b", "url": "-bcdefghijk"}) + "\n"
-                    + json.dumps({"video_id": "c", "url": "sub/../x.mp4"}) + "\n")
+                    + json.dumps({"video_id": "c", "url": "sub/../x.mp4"}) + "\n"
+                    + json.dumps({"video_id": "-rf", "url": "-rf.mp4"}) + "\n")
     rows = rows_only(read_manifest(path))
+    assert rows[3].url == str(tmp_path / "-rf.mp4")  # absolute: can never look like an option
     assert rows[0].url == str(tmp_path / "abcdefghijk")
     assert rows[1].url == "-bcdefghijk"
     assert rows[2].url == str(tmp_path / "x.mp4")
