@@ -13,7 +13,6 @@ Sample keys: `<safe video_id>_<start_ms>` over `[A-Za-z0-9_-]` (`sample_key`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -25,9 +24,7 @@ from typing import Any
 from common.atomic import write_bytes, write_json
 from common.deps import require
 
-SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 SHARD_NAME = re.compile(r"^shard-(\d{6})(\.tar|\.parquet|_stats\.json)$")
-MAX_ID_CHARS = 64
 
 
 @dataclasses.dataclass
@@ -46,16 +43,10 @@ class ShardsConfig:
 
 
 def safe_id(video_id: str) -> str:
-    """`video_id` itself when it is made of `[A-Za-z0-9_-]` (and short); otherwise a safe form plus a hash.
+    """The key form of a video id: the one rule of pipeline.manifest.safe_key_part (segment uses it too)."""
+    from pipeline.manifest import safe_key_part
 
-    The mapping is injective in practice: any id that had to be changed carries 10 hex digits of its
-    sha1, so `a b` and `a_b` get different safe ids.
-    """
-    if SAFE_ID.fullmatch(video_id) and len(video_id) <= MAX_ID_CHARS:
-        return video_id
-    digest = hashlib.sha1(video_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", video_id).strip("_")[: MAX_ID_CHARS - 11]
-    return f"{cleaned}-{digest}" if cleaned else f"id-{digest}"
+    return safe_key_part(video_id)
 
 
 def sample_key(video_id: str, start_s: float) -> str:
@@ -188,7 +179,9 @@ class ShardWriter:
             "written_at": time.time(),
         }
         stats.update(extra_stats or {})
+        os.chmod(self.directory / f"{name}.parquet", 0o644)
         write_json(self.directory / f"{name}_stats.json", stats)  # last: the shard is now done
+        os.chmod(self.directory / f"{name}_stats.json", 0o644)
         committed = CommittedShard(index, name, len(self._rows), self._bytes, dict(self._videos))
         self.next_index += 1
         self._tar = self._file = self._tmp_path = None

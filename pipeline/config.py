@@ -1,0 +1,126 @@
+"""`PipelineConfig`: the data job's typed config (the `pipeline:` section of configs/demo.yaml).
+
+Sections: input, output, fetch (pipeline.fetch), probe, transcript (+ its word cleaning, pipeline.clean),
+asr (pipeline.asr), segment (pipeline.segment), decode, embed (optional clip features, dedup.embed),
+shards, ray; plus the shared top-level `seed`. Every key can be overridden on the command line:
+`python -m pipeline run --config configs/demo.yaml --set decode.short_side=320 --set ray.num_cpus=4`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from pipeline.asr import AsrConfig
+from pipeline.clean import CleanConfig
+from pipeline.decode import DecodeConfig
+from pipeline.fetch import FetchConfig
+from pipeline.probe import ProbeConfig
+from pipeline.segment import SegmentConfig
+from pipeline.shards import ShardsConfig
+
+
+@dataclass
+class InputConfig:
+    manifest: str = "data/demo/manifest.jsonl"  # path, fsspec URL, folder or glob (pipeline.manifest)
+    format: str | None = None                     # jsonl | csv | tsv | parquet | json; None: from the name
+    limit: int | None = None                      # only the first N rows (after de-duplication)
+    # Split one manifest between independent jobs (e.g. one per cluster): this job takes the rows whose
+    # position modulo `partitions` is `partition`. Each job needs its own output.dir.
+    partition: int = 0
+    partitions: int = 1
+
+    def validate(self) -> None:
+        from common.config import ConfigError
+
+        if not self.manifest:
+            raise ConfigError("config key 'input.manifest' is empty: give the manifest path or URL")
+        if self.partitions < 1 or not 0 <= self.partition < self.partitions:
+            raise ConfigError("config keys 'input.partition'/'input.partitions': need 0 <= partition < partitions")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError("config key 'input.limit' must be >= 0")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "data/demo-run/pipeline"  # shards/, ledger.sqlite, summary.json
+    scratch_dir: str | None = None       # downloads; default <dir>/scratch (kept stable so reruns resume)
+
+
+@dataclass
+class TranscriptConfig:
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    # Rows without a captions file get ASR words (asr section) when ASR is enabled, else are skipped
+    # with reason "no_transcript".
+    asr_when_no_captions: bool = True
+
+
+@dataclass
+class EmbedConfig:
+    """Optional open_clip features of the frames, stored as `clip.npy` (dedup.embed.FrameEmbedder)."""
+
+    enabled: bool = False
+    model: str = "ViT-B-32"
+    pretrained: str = ""        # local weights file; empty + random_init for tests/demo without weights
+    random_init: bool = False
+    device: str = "cpu"
+    batch_size: int = 4         # samples per actor call
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None      # None: a local Ray on 127.0.0.1 (or the cluster of `ray job submit`)
+    num_cpus: int | None = None     # local Ray only: CPUs it may use (None: all)
+    object_store_memory: int | None = None  # local Ray only: bytes of object store
+    # Streaming backpressure: Ray Data keeps at most this many bytes of rows in flight (None: Ray's default).
+    max_inflight_bytes: int | None = 512 * 1024**2
+    chunk_rows: int = 5000          # manifest rows per Ray Data run (bounds the driver's memory)
+    prepare_num_cpus: float = 0.5   # fetch + probe + captions, per task
+    prepare_concurrency: int = 2
+    decode_num_cpus: float = 1.0    # segment + decode (ffmpeg), per task
+    decode_concurrency: int = 2
+    asr_num_cpus: float = 1.0       # per ASR actor (the model is loaded once per actor)
+    asr_num_gpus: float = 0.0
+    asr_actors: int = 1
+    asr_batch_size: int = 4
+    embed_num_cpus: float = 1.0
+    embed_num_gpus: float = 0.0
+    embed_actors: int = 1
+    temp_dir: str | None = None     # local Ray only: its session folder (default: Ray's, /tmp/ray)
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        from common.config import ConfigError
+
+        for name in ("prepare_concurrency", "decode_concurrency", "asr_actors", "embed_actors", "chunk_rows",
+                     "asr_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key 'ray.{name}' must be >= 1")
+
+
+@dataclass
+class PipelineConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    seed: int = 0
+
+    def validate(self) -> None:
+        # The shared top-level seed drives sample placement unless the segment section sets its own.
+        if self.segment.seed == 0 and self.seed != 0:
+            self.segment.seed = self.seed
+
+
+def asr_enabled(cfg: PipelineConfig) -> bool:
+    return bool(getattr(cfg.asr, "enabled", False)) and cfg.transcript.asr_when_no_captions
+
+
+def to_dict(cfg: PipelineConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,408 @@
+"""The data job: `python -m pipeline run --config FILE [--set key=value ...] [--retry-failed]`.
+
+Ray Data streams the manifest's rows through the stages (pipeline/stages.py: fetch -> probe ->
+transcript -> [asr actors] -> segment -> decode -> [embed actors]), one `map_batches` per stage with
+its resources from the `ray` config section; the driver takes the finished videos in manifest order
+(`preserve_order`) and appends their samples to shards (pipeline/shards.py), recording every video's
+outcome in the ledger (pipeline/ledger.py). See ARCHITECTURE.md, "Pipeline: resume guarantee".
+
+Why the driver writes: shard contents must not depend on which worker finished first. Videos reach the
+writer in manifest order, a shard is closed only between two videos (once it holds `shards.max_samples`
+samples or `shards.max_bytes` bytes), so the shards are a pure function of the manifest and the
+per-video results; a rerun after a crash deletes the shard that was open, skips the videos whose
+outcome is recorded, and rebuilds the same shards from the first unfinished video on.
+
+Ray: with `ray.address` unset and no RAY_ADDRESS in the environment the job starts a private local
+Ray (127.0.0.1, `ray.num_cpus` CPUs) and stops it at the end; under `ray job submit` (RAY_ADDRESS set)
+or with `ray.address` it joins that cluster. `--no-ray` runs the same stages in this process.
+
+Exit codes: 0 when the job ran (inputs may have failed: that is counted and reported), 1 when the job
+itself broke, 2 for a bad config, an unreadable manifest or an output folder in use by another run.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from common.config import add_config_args, load_from_args
+from pipeline.config import PipelineConfig, asr_enabled, to_dict
+from pipeline.ledger import Ledger
+from pipeline.shards import ShardWriter, clean_incomplete, read_stats
+from pipeline.stages import (AsrStage, DecodeStage, EmbedStage, FetchStage, ProbeStage, SegmentStage,
+                             TranscriptStage, VideoWork)
+from pipeline.summary import build_summary, format_table, write_summary
+
+log = logging.getLogger("pipeline.run")
+
+STAGES = {"fetch": FetchStage, "probe": ProbeStage, "transcript": TranscriptStage, "asr": AsrStage,
+          "segment": SegmentStage, "decode": DecodeStage, "embed": EmbedStage}
+
+
+class JobError(RuntimeError):
+    """The job cannot run or broke (not a bad input): one line for the user, exit code `code`."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+
+
+class Inputs:
+    """The manifest's rows for this job (de-duplicated, partitioned, limited), streamed in order."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+        self.total = self.duplicates = self.errors = 0
+
+    def _items(self) -> Iterator[Any]:
+        from pipeline.manifest import DedupeStats, ManifestError, ManifestFormatError, dedupe_rows, read_manifest
+
+        stats = DedupeStats()
+        try:
+            order = 0
+            for item in dedupe_rows(read_manifest(self.cfg.input.manifest, self.cfg.input.format), stats):
+                if isinstance(item, ManifestError):
+                    yield item
+                    continue
+                if self.cfg.input.limit is not None and order >= self.cfg.input.limit:
+                    break
+                if order % self.cfg.input.partitions == self.cfg.input.partition:
+                    yield order, item
+                order += 1
+        except ManifestFormatError as exc:
+            raise JobError(f"cannot read the manifest {self.cfg.input.manifest}: {exc}", code=2) from None
+        except (OSError, ValueError) as exc:
+            raise JobError(f"cannot read the manifest {self.cfg.input.manifest}: {exc}", code=2) from None
+        self.duplicates = stats.duplicates
+
+    def scan(self, finished: set[str]) -> int:
+        """Count the inputs and those still to do (first pass)."""
+        self.total = self.errors = todo = 0
+        for item in self._items():
+            self.total += 1
+            if isinstance(item, tuple):
+                todo += item[1].video_id not in finished
+            else:
+                self.errors += 1
+        return todo
+
+    def work(self, finished: set[str], ledger: Ledger) -> Iterator[VideoWork]:
+        """The rows to do, as VideoWork; malformed rows are recorded as failed on the way."""
+        for item in self._items():
+            if isinstance(item, tuple):
+                order, row = item
+                if row.video_id not in finished:
+                    yield VideoWork(order=order, row=row.to_dict())
+            elif item.input_id not in finished:
+                record = item.as_record()
+                ledger.record_failed(item.input_id, item.line, record["stage"], record["error_class"],
+                                     record["message"])
+
+
+def _chunks(items: Iterable[VideoWork], size: int) -> Iterator[list[VideoWork]]:
+    chunk: list[VideoWork] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver side: shards + ledger
+
+
+class Committer:
+    """Takes finished videos in order; appends samples to the open shard; commits shard + ledger."""
+
+    def __init__(self, cfg: PipelineConfig, ledger: Ledger, writer: ShardWriter):
+        self.cfg, self.ledger, self.writer = cfg, ledger, writer
+        self.pending: list[dict[str, Any]] = []
+        self.counts = {"processed": 0, "written": 0, "skipped": 0, "failed": 0, "samples": 0, "shards": 0,
+                       "dropped_samples": 0}
+
+    def add(self, item: VideoWork) -> None:
+        line = item.row.get("line")
+        seconds = {k: round(v, 4) for k, v in item.seconds.items()}
+        self.counts["processed"] += 1
+        if item.status == "failed":
+            self.ledger.record_failed(item.video_id, line, item.stage or "?", item.error_class or "unknown",
+                                      item.message, seconds)
+            self.counts["failed"] += 1
+            return
+        if item.status == "skipped" or not item.samples:
+            self.ledger.record_skipped(item.video_id, line, item.reason or "no_samples", item.message, seconds)
+            self.counts["skipped"] += 1
+            return
+        for sample in item.samples:
+            self.writer.add(sample)
+        self.pending.append({"video_id": item.video_id, "line": line, "keys": [s.key for s in item.samples],
+                             "seconds": seconds})
+        self.counts["samples"] += len(item.samples)
+        self.counts["dropped_samples"] += item.dropped_samples
+        if (self.writer.open_samples >= self.cfg.shards.max_samples
+                or self.writer.open_bytes >= self.cfg.shards.max_bytes):
+            self.commit()
+
+    def commit(self) -> None:
+        if not self.pending:
+            return
+        outcomes = {p["video_id"]: {"line": p["line"], "seconds": p["seconds"]} for p in self.pending}
+        shard = self.writer.close_shard(extra_stats={"outcomes": outcomes})
+        self.ledger.commit_shard(shard.index, shard.name, shard.samples, shard.bytes, self.pending)
+        self.counts["written"] += len(self.pending)
+        self.counts["shards"] += 1
+        self.pending = []
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage execution: Ray Data, or in this process
+
+
+def _stage_names(cfg: PipelineConfig) -> list[str]:
+    names = ["fetch", "probe", "transcript"]
+    if asr_enabled(cfg):
+        names.append("asr")
+    names += ["segment", "decode"]
+    if cfg.embed.enabled:
+        names.append("embed")
+    return names
+
+
+def _unpack(batch: dict) -> list[VideoWork]:
+    return [pickle.loads(blob) for blob in batch["work"]]
+
+
+def _pack(items: list[VideoWork]) -> dict:
+    import numpy as np
+
+    work = np.empty(len(items), dtype=object)
+    work[:] = [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
+    return {"order": np.array([item.order for item in items], dtype=np.int64), "work": work}
+
+
+def apply_stage(batch: dict, stage: str, cfg: PipelineConfig) -> dict:
+    """A task-based Ray Data stage: build the stage (cheap) and run it on the batch."""
+    return _pack(STAGES[stage](cfg)(_unpack(batch)))
+
+
+class ActorStage:
+    """An actor-based Ray Data stage: the stage (a model) is built once per actor."""
+
+    def __init__(self, stage: str, cfg: PipelineConfig):
+        self.stage = STAGES[stage](cfg)
+
+    def __call__(self, batch: dict) -> dict:
+        return _pack(self.stage(_unpack(batch)))
+
+
+def _stream_local(items: list[VideoWork], cfg: PipelineConfig, stages: dict) -> Iterator[VideoWork]:
+    for item in items:
+        batch = [item]
+        for name in _stage_names(cfg):
+            if name not in stages:
+                stages[name] = STAGES[name](cfg)
+            batch = stages[name](batch)
+        yield from batch
+
+
+def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWork]:
+    import ray
+
+    r = cfg.ray
+    ds = ray.data.from_items([{"order": it.order, "work": pickle.dumps(it, protocol=pickle.HIGHEST_PROTOCOL)}
+                              for it in items], override_num_blocks=len(items))
+    # Ray Data's defaults already retry a task whose worker died and restart a dead actor (retrying its
+    # calls): a killed worker costs time, never a video. Stage code catches every per-video error, so
+    # a retried task is never a deterministic Python failure.
+    for name in _stage_names(cfg):
+        if name in ("asr", "embed"):
+            asr = name == "asr"
+            ds = ds.map_batches(
+                ActorStage, fn_constructor_kwargs={"stage": name, "cfg": cfg}, batch_format="numpy",
+                batch_size=r.asr_batch_size if asr else cfg.embed.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=r.asr_actors if asr else r.embed_actors),
+                num_cpus=r.asr_num_cpus if asr else r.embed_num_cpus,
+                num_gpus=(r.asr_num_gpus if asr else r.embed_num_gpus) or None)
+        else:
+            heavy = name in ("segment", "decode")
+            ds = ds.map_batches(
+                apply_stage, fn_kwargs={"stage": name, "cfg": cfg}, batch_format="numpy", batch_size=1,
+                compute=ray.data.TaskPoolStrategy(size=r.decode_concurrency if heavy else r.prepare_concurrency),
+                num_cpus=r.decode_num_cpus if heavy else r.prepare_num_cpus)
+    for row in ds.iter_rows():
+        yield pickle.loads(row["work"])
+
+
+@contextlib.contextmanager
+def ray_session(cfg: PipelineConfig) -> Iterator[None]:
+    """Join the configured cluster / the one of `ray job submit`, or start a private local Ray."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        r = cfg.ray
+        quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
+        if r.address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=r.address or None, **quiet)
+        else:
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            root = str(Path(__file__).resolve().parent.parent)  # workers import pipeline/ from here
+            if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+                os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            ray.init(address="local", num_cpus=r.num_cpus, object_store_memory=r.object_store_memory,
+                     include_dashboard=False, _temp_dir=r.temp_dir, **quiet)
+        started = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the write order is the manifest order (determinism)
+    ctx.enable_progress_bars = False             # ours (videos, samples, throughput) instead
+    ctx.print_on_execution_start = False
+    if cfg.ray.max_inflight_bytes:
+        limits = ctx.execution_options.resource_limits
+        ctx.execution_options.resource_limits = limits.copy(object_store_memory=cfg.ray.max_inflight_bytes)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------------
+# The job
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """One run per output folder at a time (the lock dies with the process, also on kill -9)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise JobError(f"another run is writing to {out_dir} (lock {out_dir / '.lock'}); "
+                           "wait for it or use another output.dir", code=2) from None
+        yield
+
+
+def _check_models(cfg: PipelineConfig) -> None:
+    """Resolve models before starting, so a missing one is one clear line and not a failure per video."""
+    if asr_enabled(cfg):
+        from pipeline.asr import AsrModelError, check_model
+
+        try:
+            cfg.asr.model = check_model(cfg.asr)
+        except AsrModelError as exc:
+            raise JobError(str(exc), code=2) from None
+    if cfg.embed.enabled:
+        try:
+            import dedup.embed  # noqa: F401
+        except ImportError as exc:
+            raise JobError(f"embed.enabled is true but dedup.embed cannot be imported: {exc}", code=2) from None
+
+
+def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = True,
+            progress: bool | None = None) -> dict:
+    """Run (or resume) the job into cfg.output.dir; returns the summary (also written to summary.json)."""
+    started = time.time()
+    out_dir = Path(cfg.output.dir)
+    shards_dir = out_dir / cfg.shards.subdir
+    with _exclusive(out_dir):
+        removed = clean_incomplete(shards_dir)
+        ledger = Ledger(out_dir / "ledger.sqlite")
+        try:
+            reconciled = ledger.reconcile(read_stats(shards_dir))
+            _check_models(cfg)
+            inputs = Inputs(cfg)
+            finished = ledger.finished_ids(retry_failed=retry_failed)
+            todo = inputs.scan(finished)
+            writer = ShardWriter(shards_dir, next_index=ledger.next_shard_index())
+            committer = Committer(cfg, ledger, writer)
+            show = cfg.ray.progress_bar if progress is None else progress
+            _process(cfg, inputs.work(finished, ledger), committer, todo, use_ray, show)
+            committer.commit()  # the last, partial shard
+            counts = ledger.counts()
+        finally:
+            ledger.close()
+    wall = time.time() - started
+    this_run = dict(committer.counts, wall_s=round(wall, 3), retry_failed=retry_failed,
+                    removed_incomplete=removed, ledger_reconciled=reconciled, todo=todo)
+    summary = build_summary(counts, inputs=inputs.total, duplicates=inputs.duplicates,
+                            manifest_errors=inputs.errors, this_run=this_run,
+                            frames_per_sample=cfg.segment.frames * cfg.segment.frames_per_bin,
+                            extra={"output_dir": str(out_dir), "manifest": cfg.input.manifest,
+                                   "ray": {"used": use_ray}, "config": to_dict(cfg)})
+    write_summary(out_dir, summary)
+    return summary
+
+
+def _process(cfg: PipelineConfig, work: Iterator[VideoWork], committer: Committer, todo: int,
+             use_ray: bool, show: bool) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True, file=sys.stderr)
+    started = time.time()
+    local_stages: dict = {}
+    try:
+        session = ray_session(cfg) if use_ray else contextlib.nullcontext()
+        with session:
+            for chunk in _chunks(work, cfg.ray.chunk_rows):
+                stream = _stream_ray(chunk, cfg) if use_ray else _stream_local(chunk, cfg, local_stages)
+                for item in stream:
+                    committer.add(item)
+                    bar.update(1)
+                    elapsed = max(time.time() - started, 1e-9)
+                    bar.set_postfix(samples=committer.counts["samples"], failed=committer.counts["failed"],
+                                    vps=f"{committer.counts['processed'] / elapsed:.2f}")
+    finally:
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline run",
+        description="Run (or resume) the data job: manifest -> fetch -> probe -> transcript -> segment -> "
+                    "decode -> WebDataset shards in output.dir, with a ledger and summary.json. Rerunning the "
+                    "same command after a crash does only what is missing.")
+    add_config_args(parser)
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="also redo the videos the ledger records as failed")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="run the stages in this process instead of Ray Data (debugging)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    cfg = load_from_args(PipelineConfig, args, job="pipeline")
+    try:
+        summary = run_job(cfg, retry_failed=args.retry_failed, use_ray=not args.no_ray,
+                          progress=False if args.no_progress else None)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the job itself broke (Ray, disk full, a bug outside the per-video stages)
+        log.exception("pipeline job failed")
+        print(f"error: the pipeline job failed: {type(exc).__name__}: {exc} (rerun the same command to resume)",
+              file=sys.stderr)
+        return 1
+    print(format_table(summary))
+    print(f"summary: {Path(cfg.output.dir) / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

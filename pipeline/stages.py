@@ -1,0 +1,335 @@
+"""The job's stages as plain callables over a list of `VideoWork` items (no Ray here; run.py composes them).
+
+Each stage takes the items of a batch, does its part for those still `ok`, and turns any per-input
+problem into the item's one outcome: `StageError` -> failed (stage, error class, message), `SkipSample`
+-> skipped (reason), any other exception -> failed with error class `internal_<Type>` (a bug, but it
+never stops the job). Items already failed or skipped pass through untouched. Every stage adds its
+wall time to `item.seconds[stage]`.
+
+    fetch      pipeline.fetch.fetch: the video (and captions) as local files in the scratch folder
+    probe      pipeline.probe.probe: duration, fps, size, rotation, audio
+    transcript pipeline.transcripts.load_words for rows with captions; rows without get their audio
+               extracted (16 kHz mono WAV bytes, carried in the item so the ASR actor needs no file)
+    asr        pipeline.asr (faster-whisper) on the rows that need it, model loaded once per instance
+    segment    pipeline.segment.plan_samples: TVTS spans, K windows, 16 frame times
+    decode     pipeline.decode.decode_frames per sample -> JPEG members + json -> ShardSample
+    embed      dedup.embed.FrameEmbedder (optional): clip.npy per sample
+
+Downloads are deleted (pipeline.fetch.cleanup, unless fetch.keep_downloads) as soon as an item is
+done with them: after decode, or when it fails or is skipped. On a cluster, decode may run on another
+node than fetch; it fetches again when the file is not there (fetch reuses finished scratch files).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline import PIPELINE_VERSION
+from pipeline.config import PipelineConfig, asr_enabled
+from pipeline.errors import SkipSample, StageError
+from pipeline.shards import ShardSample
+
+
+@dataclasses.dataclass
+class VideoWork:
+    """One input video on its way through the stages."""
+
+    order: int                       # position in the manifest (after de-duplication): the write order
+    row: dict                        # pipeline.manifest.ManifestRow.to_dict()
+    status: str = "ok"               # ok | skipped | failed
+    stage: str | None = None         # failed: the stage
+    error_class: str | None = None
+    message: str = ""
+    reason: str | None = None        # skipped: the reason
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    fetched: dict | None = None      # pipeline.fetch.Fetched.to_dict()
+    info: dict | None = None         # pipeline.probe.VideoInfo as a dict
+    words: list | None = None        # [(word, start, end)]
+    transcript_source: str | None = None
+    language: str | None = None
+    needs_asr: bool = False
+    audio_wav: bytes | None = None
+    plans: list | None = None        # pipeline.segment.SamplePlan
+    segment_rejects: dict[str, int] = dataclasses.field(default_factory=dict)
+    samples: list[ShardSample] = dataclasses.field(default_factory=list)
+    dropped_samples: int = 0
+
+    @property
+    def video_id(self) -> str:
+        return self.row["video_id"]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def fail(self, stage: str, error_class: str, message: str) -> None:
+        self.status, self.stage, self.error_class, self.message = "failed", stage, error_class, message
+
+    def skip(self, reason: str, message: str = "") -> None:
+        self.status, self.reason, self.message = "skipped", reason, message
+
+    def video_info(self):
+        from pipeline.probe import VideoInfo
+
+        return VideoInfo(**self.info)
+
+
+def _cleanup(item: VideoWork, cfg: PipelineConfig) -> None:
+    if item.fetched:
+        from pipeline.fetch import cleanup
+
+        cleanup(item.fetched, cfg.fetch)
+
+
+def run_stage(name: str, items: list[VideoWork], fn: Callable[[VideoWork], None], cfg: PipelineConfig) -> list[VideoWork]:
+    """Apply `fn` to each ok item, turning exceptions into outcomes, timing it under `name`."""
+    for item in items:
+        if not item.ok:
+            continue
+        started = time.perf_counter()
+        try:
+            fn(item)
+        except StageError as exc:
+            item.fail(exc.stage or name, exc.error_class, exc.message)
+        except SkipSample as exc:
+            item.skip(exc.reason, exc.message)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the job; it is counted by class
+            item.fail(name, f"internal_{type(exc).__name__}", f"{item.video_id}: {exc}"[:500])
+        finally:
+            item.seconds[name] = item.seconds.get(name, 0.0) + time.perf_counter() - started
+        if not item.ok:
+            item.audio_wav = None
+            _cleanup(item, cfg)
+    return items
+
+
+def scratch_dir(cfg: PipelineConfig) -> Path:
+    return Path(cfg.output.scratch_dir or Path(cfg.output.dir) / "scratch")
+
+
+class FetchStage:
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def one(self, item: VideoWork) -> None:
+        from pipeline.fetch import fetch
+        from pipeline.manifest import ManifestRow
+
+        fetched = fetch(ManifestRow.from_dict(item.row), scratch_dir(self.cfg), self.cfg.fetch)
+        item.fetched = fetched.to_dict()
+
+    def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
+        return run_stage("fetch", items, self.one, self.cfg)
+
+
+class ProbeStage:
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def one(self, item: VideoWork) -> None:
+        from pipeline.probe import probe
+
+        item.info = dataclasses.asdict(probe(item.fetched["video_path"], self.cfg.probe))
+
+    def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
+        return run_stage("probe", items, self.one, self.cfg)
+
+
+class TranscriptStage:
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def one(self, item: VideoWork) -> None:
+        from pipeline.transcripts import load_words
+
+        captions = item.fetched.get("captions_path")
+        if captions:
+            transcript = load_words(captions, clean=self.cfg.transcript.clean, duration=item.info["duration"])
+            from pipeline.clean import ensure_language
+
+            ensure_language(transcript, self.cfg.transcript.clean, captions)
+            item.words = [tuple(w) for w in transcript.words]
+            item.transcript_source, item.language = transcript.source_kind, transcript.language
+            return
+        if not asr_enabled(self.cfg):
+            raise SkipSample("no_transcript", f"{item.video_id}: no captions and ASR is disabled")
+        if not item.info.get("has_audio"):
+            raise SkipSample("no_transcript", f"{item.video_id}: no captions and no audio stream for ASR")
+        from pipeline.decode import extract_audio
+
+        with tempfile.TemporaryDirectory(prefix="tvts-audio-") as tmp:
+            wav = extract_audio(item.fetched["video_path"], Path(tmp) / "audio.wav", self.cfg.decode)
+            item.audio_wav = wav.read_bytes()
+        item.needs_asr = True
+
+    def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
+        return run_stage("transcript", items, self.one, self.cfg)
+
+
+class AsrStage:
+    """faster-whisper on the items that need it (pipeline.asr.Transcriber): model loaded once, in __init__."""
+
+    def __init__(self, cfg: PipelineConfig, model_path: str | None = None):
+        self.cfg = cfg
+        self.transcriber = None
+        if asr_enabled(cfg):
+            from pipeline.asr import Transcriber
+
+            self.transcriber = Transcriber(cfg.asr, model_path)
+
+    def one(self, item: VideoWork) -> None:
+        if not item.needs_asr:
+            return
+        import numpy as np
+
+        pcm = np.frombuffer(_wav_pcm16(item.audio_wav or b""), dtype=np.int16)
+        item.audio_wav = None
+        result = self.transcriber.transcribe(pcm.astype(np.float32) / 32768.0)
+        item.words = [tuple(w) for w in result.words]
+        item.transcript_source, item.language = "asr", result.language
+        item.needs_asr = False
+
+    def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
+        if self.transcriber is None:
+            return items
+        return run_stage("asr", items, self.one, self.cfg)
+
+
+def _wav_pcm16(data: bytes) -> bytes:
+    """The sample bytes of a 16-bit PCM WAV file (as pipeline.decode.extract_audio writes)."""
+    import wave
+
+    with wave.open(io.BytesIO(data)) as reader:
+        if reader.getsampwidth() != 2 or reader.getnchannels() != 1:
+            raise StageError("asr", "audio_format", "expected 16-bit mono PCM audio")
+        return reader.readframes(reader.getnframes())
+
+
+class SegmentStage:
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def one(self, item: VideoWork) -> None:
+        from pipeline.segment import plan_samples
+        from pipeline.transcripts import Word
+
+        words = [Word(*w) for w in item.words or []]
+        plans, rejects = plan_samples(item.video_id, item.info["duration"], words, self.cfg.segment)
+        item.segment_rejects = dict(rejects)
+        if not plans:
+            reason = Counter(rejects).most_common(1)[0][0] if rejects else "no_samples"
+            raise SkipSample(reason, f"{item.video_id}: no sample passes the segment filters ({dict(rejects)})")
+        item.plans = list(plans)
+
+    def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
+        return run_stage("segment", items, self.one, self.cfg)
+
+
+def sample_json(item: VideoWork, plan: Any, frames: Any, cfg: PipelineConfig) -> dict:
+    """The shard's `json` member (ARCHITECTURE.md, "Sample in a shard")."""
+    planned = plan.to_json()
+    meta = dict(item.row.get("meta") or {})
+    return {
+        "key": plan.key,
+        "video_id": item.video_id,
+        "source": item.row.get("url"),
+        "span": planned["span"],
+        "windows": planned["windows"],
+        "frames": {"times": list(plan.frame_times), "decoded_times": frames.times,
+                   "per_bin": cfg.segment.frames_per_bin, "width": frames.width, "height": frames.height},
+        "video": item.video_info().to_json(),
+        "transcript": {"source": item.transcript_source, "language": item.language},
+        "meta": meta,
+        "pipeline_version": PIPELINE_VERSION,
+    }
+
+
+class DecodeStage:
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def _video_path(self, item: VideoWork) -> str:
+        path = item.fetched["video_path"]
+        if "://" in path or os.path.exists(path):
+            return path
+        # Another node fetched it (Ray placed decode elsewhere): fetch here; finished files are reused.
+        from pipeline.fetch import fetch
+        from pipeline.manifest import ManifestRow
+
+        item.fetched = fetch(ManifestRow.from_dict(item.row), scratch_dir(self.cfg), self.cfg.fetch).to_dict()
+        return item.fetched["video_path"]
+
+    def one(self, item: VideoWork) -> None:
+        from pipeline.decode import decode_frames
+
+        path = self._video_path(item)
+        info = item.video_info()
+        first_error: StageError | None = None
+        for plan in item.plans:
+            try:
+                frames = decode_frames(path, info, plan.frame_times, self.cfg.decode)
+            except StageError as exc:
+                item.dropped_samples += 1
+                first_error = first_error or exc
+                continue
+            members = {f"{i:03d}.jpg": jpeg for i, jpeg in enumerate(frames.jpegs)}
+            meta = sample_json(item, plan, frames, self.cfg)
+            members["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+            n_words = sum(len(w["words"]) for w in meta["windows"])
+            item.samples.append(ShardSample(key=plan.key, video_id=item.video_id, members=members,
+                                            span_start=plan.start, span_end=plan.end, n_words=n_words))
+        item.plans = None
+        _cleanup(item, self.cfg)  # the frames are in memory now: the download is no longer needed
+        if not item.samples and first_error is not None:
+            raise first_error
+
+    def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
+        return run_stage("decode", items, self.one, self.cfg)
+
+
+class EmbedStage:
+    """open_clip features of each sample's frames -> `clip.npy` (float16 [n_frames, D]); model per actor."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+        from dedup.embed import FrameEmbedder
+
+        e = cfg.embed
+        self.embedder = FrameEmbedder(model=e.model, pretrained=e.pretrained or None, random_init=e.random_init,
+                                      device=e.device, seed=cfg.seed)
+
+    def one(self, item: VideoWork) -> None:
+        import numpy as np
+
+        for sample in item.samples:
+            frames = [sample.members[f"{i:03d}.jpg"] for i in range(len(sample.members)) if f"{i:03d}.jpg" in sample.members]
+            feats = np.asarray(self.embedder.embed(frames), dtype=np.float16)
+            buffer = io.BytesIO()
+            np.save(buffer, feats)
+            sample.members["clip.npy"] = buffer.getvalue()
+            meta = json.loads(sample.members["json"])
+            meta.setdefault("meta", {})["clip_model"] = self.embedder.fingerprint
+            sample.members["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+    def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
+        return run_stage("embed", items, self.one, self.cfg)
+
+
+def run_local(items: list[VideoWork], cfg: PipelineConfig) -> list[VideoWork]:
+    """All stages in this process, in order (tests, debugging; the job uses Ray, pipeline/run.py)."""
+    stages: list[Callable] = [FetchStage(cfg), ProbeStage(cfg), TranscriptStage(cfg)]
+    if asr_enabled(cfg):
+        stages.append(AsrStage(cfg))
+    stages += [SegmentStage(cfg), DecodeStage(cfg)]
+    if cfg.embed.enabled:
+        stages.append(EmbedStage(cfg))
+    for stage in stages:
+        items = stage(items)
+    return items
