@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import gzip
 import hashlib
 import io
@@ -196,6 +197,7 @@ def _is_url(text: str) -> bool:
     return bool(_SCHEME_RE.match(text))
 
 
+@functools.lru_cache(maxsize=64)
 def _base_of(manifest: str) -> tuple[str, bool]:
     """The folder of a manifest and whether it is a URL."""
     if _is_url(manifest) and not manifest.startswith("file://"):

@@ -1,0 +1,96 @@
+"""Throughput of the fetch stage's HTTP download and of the manifest reader, each against a bare baseline
+measured in the same run (127.0.0.1 only).
+
+    python bench/fetch_io.py [--mib 64] [--rows 200000] [--repeats 3]
+
+HTTP: ``pipeline.fetch.fetch`` (retries, Range bookkeeping, sniffing, size cap, .part + rename) versus
+``requests.get(stream=True)`` copied straight to a file. Manifest: ``read_manifest`` (validation,
+path resolution, ManifestRow) versus ``json.loads`` per line. Prints MB/s and rows/s and the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.fetch import FetchConfig, cleanup, fetch  # noqa: E402
+from pipeline.manifest import ManifestRow, read_manifest  # noqa: E402
+from tests.pipeline.http_fixture import LocalHTTPServer  # noqa: E402
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_http(mib: int, repeats: int, tmp: Path) -> tuple[float, float]:
+    import requests
+
+    data = b"\x00\x00\x00\x18ftypmp42" + os.urandom(mib * 1024 * 1024)
+    with LocalHTTPServer() as server:
+        url = server.add_file("big.mp4", data)
+
+        def bare():
+            with requests.get(url, stream=True, timeout=(10, 60)) as resp, open(tmp / "bare.mp4", "wb") as out:
+                shutil.copyfileobj(resp.raw, out, 1024 * 1024)
+            assert (tmp / "bare.mp4").stat().st_size == len(data)
+
+        def ours():
+            got = fetch(ManifestRow("big", url), tmp / "scratch", FetchConfig())
+            assert os.path.getsize(got.video_path) == len(data)
+            cleanup(got, FetchConfig())
+
+        t_bare = best_of(repeats, bare)
+        t_ours = best_of(repeats, ours)
+    mb = len(data) / 1e6
+    return mb / t_ours, mb / t_bare
+
+
+def bench_manifest(rows: int, repeats: int, tmp: Path) -> tuple[float, float]:
+    path = tmp / "m.jsonl"
+    with open(path, "w") as out:
+        for i in range(rows):
+            out.write(json.dumps({"video_id": f"vid{i:08d}", "url": f"videos/{i}.mp4", "captions": f"caps/{i}.vtt",
+                                  "meta": {"split": "train", "n": i}}) + "\n")
+
+    def bare():
+        with open(path, "rb") as handle:
+            n = sum(1 for line in handle if json.loads(line))
+        assert n == rows
+
+    def ours():
+        n = sum(1 for item in read_manifest(path) if isinstance(item, ManifestRow))
+        assert n == rows
+
+    return rows / best_of(repeats, ours), rows / best_of(repeats, bare)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, bare = bench_http(args.mib, args.repeats, Path(tmp))
+        print(f"http download {args.mib} MiB: fetch {ours:8.1f} MB/s   bare requests {bare:8.1f} MB/s   "
+              f"ratio {ours / bare:.2f}")
+        ours, bare = bench_manifest(args.rows, args.repeats, Path(tmp))
+        print(f"manifest jsonl {args.rows} rows: read_manifest {ours:10.0f} rows/s   bare json.loads {bare:10.0f} "
+              f"rows/s   ratio {ours / bare:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
