@@ -108,12 +108,19 @@ def _continues_after_space_line(lines: list[str], lineno: int) -> bool:
 
 def plain(line: str) -> str:
     """Markup-free text of one caption line, whitespace collapsed."""
-    line = SSA_TAG.sub("", ANY_TAG.sub("", line))
-    return _SPACES.sub(" ", html.unescape(line).replace("\u00a0", " ")).strip()
+    if "<" in line:
+        line = ANY_TAG.sub("", line)
+    if "{" in line:
+        line = SSA_TAG.sub("", line)
+    if "&" in line:
+        line = html.unescape(line)
+    return " ".join(line.replace("\u00a0", " ").split())
 
 
 def spread(words: list[str], start: float, end: float) -> list[Word]:
     """Words over [start, end] in proportion to their character length (+1 for the space)."""
+    if len(words) == 1:
+        return [Word(words[0], start, end)]
     if not words:
         return []
     weights = [len(w) + 1 for w in words]
@@ -128,14 +135,15 @@ def spread(words: list[str], start: float, end: float) -> list[Word]:
 
 def _tagged_line_words(line: str, cue: Cue) -> list[Word]:
     """Words of a line with inline timing tags: text before the first tag starts at the cue start."""
-    pieces: list[tuple[float, str]] = []
-    pos, t = 0, cue.start
-    for match in WORD_TAG.finditer(line):
-        pieces.append((t, line[pos:match.start()]))
-        t, pos = timestamp(*match.groups()), match.end()
-    pieces.append((t, line[pos:]))
-    timed: list[tuple[float, list[str]]] = [(t, plain(p).split()) for t, p in pieces]
-    timed = [(t, ws) for t, ws in timed if ws]
+    parts = WORD_TAG.split(line)  # text, (h, m, s, ms), text, (h, m, s, ms), ..., text
+    timed: list[tuple[float, list[str]]] = []
+    t = cue.start
+    for k in range(0, len(parts), 5):
+        if k:
+            t = timestamp(*parts[k - 4:k])
+        words = plain(parts[k]).split()
+        if words:
+            timed.append((t, words))
     out: list[Word] = []
     for i, (t, ws) in enumerate(timed):
         nxt = timed[i + 1][0] if i + 1 < len(timed) else cue.end
