@@ -213,3 +213,64 @@ def test_words_command_via_module(shared_data, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert fail.returncode == 1 and len(fail.stderr.strip().splitlines()) == 1
     assert "caption_parse" in fail.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# Never crash: any bytes give words or a classified StageError
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+def _parse_or_classified_error(data: bytes) -> None:
+    try:
+        transcript = load_words(data, name="fuzz")
+    except StageError as exc:
+        assert exc.stage == "transcript" and exc.error_class in ("caption_parse", "caption_missing")
+        assert exc.__cause__ is None, f"a parser bug, caught by the safety net: {exc}"
+        return
+    words = transcript.words
+    for a, b in zip(words, words[1:]):
+        assert a.start <= b.start and a.end <= b.start + 1e-9
+    assert all(w.start <= w.end and w.word for w in words)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_random_bytes(data):
+    _parse_or_classified_error(data)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from([r[0] for r in REAL_FILES]), st.data())
+def test_fuzz_damaged_real_files(shared_data, rel, data):
+    raw = (shared_data / rel).read_bytes()[:6000]
+    lines = raw.splitlines(keepends=True)
+    # drop, duplicate or cut lines, and truncate at a random byte
+    ops = data.draw(st.lists(st.tuples(st.sampled_from(["drop", "dup", "cut"]),
+                                       st.integers(0, max(0, len(lines) - 1))), max_size=8))
+    for op, i in ops:
+        if i >= len(lines):
+            continue
+        if op == "drop":
+            del lines[i]
+        elif op == "dup":
+            lines.insert(i, lines[i])
+        else:
+            lines[i] = lines[i][: len(lines[i]) // 2]
+    damaged = b"".join(lines)
+    damaged = damaged[: data.draw(st.integers(0, len(damaged)))]
+    _parse_or_classified_error(damaged)
+
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                    st.text(max_size=12))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"word": _scalar, "time": _scalar}), max_size=30),
+       st.lists(st.fixed_dictionaries({"noisyasr": st.one_of(st.text(max_size=60), _scalar),
+                                       "cleanasr": st.one_of(st.text(max_size=60), _scalar)}), max_size=3),
+       st.one_of(st.none(), st.fixed_dictionaries({"duration": _scalar})))
+def test_fuzz_merlot_json(subtitles, denoised, info):
+    _parse_or_classified_error(json.dumps({"subtitles": subtitles, "denoised": denoised, "info": info}).encode())
