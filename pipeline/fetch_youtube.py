@@ -7,6 +7,8 @@
     The child is ``python -m pipeline.fetch_youtube --child``; the URL and the options travel as
     JSON on stdin (nothing from the manifest reaches a command line). ``pipeline.proc.run`` kills the
     child's whole process tree (yt-dlp's ffmpeg merger included) after ``cfg.youtube.timeout_s``.
+    If only the captions fail to download, the video is fetched without them and
+    ``info["youtube_captions_error"]`` says why (the transcript stage can fall back to ASR).
 
 ``build_options(ycfg, out_dir, max_bytes) -> dict``
     The ``yt_dlp.YoutubeDL`` options: format capped at ``max_height`` (``build_format``), subtitles
@@ -21,8 +23,10 @@
     ``too_large``, ``youtube_unavailable``, ``youtube_timeout``, ``youtube_network``, else ``youtube_error``.
 
 ``run_ytdlp(url, out_dir, options, timeout, label="") -> YouTubeResult``
-    The child-process runner itself, for any URL yt-dlp understands (tests use it with yt-dlp's
-    generic extractor on a 127.0.0.1 URL; the live YouTube path is not tested here: no network).
+    The child-process runner itself, for any URL yt-dlp understands. Tests use it with yt-dlp's
+    generic extractor on a 127.0.0.1 HTML5 page (<video> + <track>), which exercises the same
+    download, captions, fallback, classification and kill paths; the live YouTube extractor itself
+    is not tested here (no network).
 """
 from __future__ import annotations
 
@@ -196,6 +200,8 @@ def run_ytdlp(url: str, out_dir: str | os.PathLike, options: dict, timeout: floa
     files = [video_path] + [p for p in captions.values() if p and os.path.isfile(p)]
     info = dict(result.get("info") or {})
     info["captions_languages"] = sorted(captions)
+    if result.get("captions_error"):
+        info["youtube_captions_error"] = _one_line(result["captions_error"])[:300]
     info["bytes"] = os.path.getsize(video_path)
     return YouTubeResult(video_path=video_path, captions_path=captions_path, info=info, files=files)
 
@@ -249,24 +255,39 @@ class _Log:
         self._keep(msg)
 
 
+def _extract(yt_dlp, options: dict, url: str) -> dict:
+    with yt_dlp.YoutubeDL(options) as ydl:
+        info = ydl.extract_info(url, download=True)
+        return ydl.sanitize_info(info) or {}
+
+
 def _child_main() -> int:
     request = json.loads(sys.stdin.read())
     log = _Log()
     out: dict
+    captions_error = None
     try:
         import yt_dlp
 
         options = dict(request["options"])
         options["logger"] = log
-        with yt_dlp.YoutubeDL(options) as ydl:
-            info = ydl.extract_info(request["url"], download=True)
-            info = ydl.sanitize_info(info) or {}
+        try:
+            info = _extract(yt_dlp, options, request["url"])
+        except yt_dlp.utils.DownloadError as exc:
+            # Captions are written before the video; losing them must not lose the video (ASR can
+            # still transcribe it), so try once more without them.
+            if "unable to download video subtitles" not in str(exc).lower() or not options.get("writesubtitles"):
+                raise
+            captions_error = str(exc)
+            options.update(writesubtitles=False, writeautomaticsub=False)
+            info = _extract(yt_dlp, options, request["url"])
         downloads = info.get("requested_downloads") or []
         video_path = next((d.get("filepath") for d in downloads if d.get("filepath")), None)
         captions = {lang: sub.get("filepath") for lang, sub in (info.get("requested_subtitles") or {}).items()
                     if isinstance(sub, dict) and sub.get("filepath")}
         out = {"ok": True, "video_path": video_path, "captions": captions,
-               "info": {k: info.get(k) for k in INFO_KEYS if info.get(k) is not None}, "log": log.lines}
+               "info": {k: info.get(k) for k in INFO_KEYS if info.get(k) is not None}, "log": log.lines,
+               "captions_error": captions_error}
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent to classify
         out = {"ok": False, "error_type": type(exc).__name__, "message": str(exc), "log": log.lines}
     sys.stdout.write("\n" + RESULT_MARKER + json.dumps(out, default=str) + "\n")

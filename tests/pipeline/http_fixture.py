@@ -19,6 +19,7 @@ Endpoints (NAME is a file added with ``add_file``):
   /redirect/N/NAME          N chained 302 redirects, then /files/NAME
   /redirect-loop            302 to itself forever
   /html/NAME                the file's bytes served as text/html
+  /videopage/VIDEO/TRACK    an HTML page with <video src=/files/VIDEO> and an English <track src=/files/TRACK>
 
 ``server.requests`` records (method, path, headers) of every request; ``server.hits(path)`` counts them.
 Only 127.0.0.1 is ever bound.
@@ -150,6 +151,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._redirect(target)
         if kind == "redirect-loop":
             return self._redirect("/redirect-loop")
+        if kind == "videopage" and len(rest) == 2:
+            page = (f'<!DOCTYPE html><html><head><title>clip</title></head><body>'
+                    f'<video controls src="/files/{rest[0]}"><track kind="captions" srclang="en" label="English" '
+                    f'src="/files/{rest[1]}"></video></body></html>').encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            if not self.head_only:
+                self.wfile.write(page)
+            return
         if kind == "html" and rest:
             return self._serve("/".join(rest), ranges=False, content_type="text/html; charset=utf-8")
         return self._status(404)

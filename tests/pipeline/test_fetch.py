@@ -386,24 +386,34 @@ def test_youtube_id_never_reaches_a_command_line(tmp_path, monkeypatch):
 
 
 def test_ytdlp_child_downloads_and_classifies(http_server, tmp_path, tiny_mp4):
-    """The real yt-dlp child on 127.0.0.1 (generic extractor): a download, a 404 and a hang."""
+    """The real yt-dlp child on 127.0.0.1 (generic extractor on an HTML5 page with a <track>):
+    video + English VTT, a captions 404 that must not lose the video, a 404 page, and a hang."""
     pytest.importorskip("yt_dlp")
     from pipeline.fetch_youtube import build_options, run_ytdlp
 
     http_server.add_file("clip.mp4", tiny_mp4.read_bytes())
-    opts = build_options(YouTubeConfig(socket_timeout_s=30, retries=0), tmp_path / "ok")
-    result = run_ytdlp(http_server.url("/files/clip.mp4"), tmp_path / "ok", opts, timeout=60)
-    assert Path(result.video_path).read_bytes() == tiny_mp4.read_bytes()
-    assert_inside(result.video_path, tmp_path / "ok")
+    http_server.add_file("clip.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\nhello there\n")
 
-    opts = build_options(YouTubeConfig(socket_timeout_s=30, retries=0), tmp_path / "missing")
+    def run(path, out, timeout=60, **kw):
+        opts = build_options(YouTubeConfig(socket_timeout_s=30, retries=0), tmp_path / out)
+        return run_ytdlp(http_server.url(path), tmp_path / out, opts, timeout=timeout, **kw)
+
+    result = run("/videopage/clip.mp4/clip.vtt", "ok")
+    assert Path(result.video_path).read_bytes() == tiny_mp4.read_bytes()
+    assert Path(result.captions_path).name == "video.en.vtt" and "hello there" in Path(result.captions_path).read_text()
+    for path in result.files:
+        assert_inside(path, tmp_path / "ok")
+
+    result = run("/videopage/clip.mp4/missing.vtt", "nocaps")
+    assert Path(result.video_path).read_bytes() == tiny_mp4.read_bytes() and result.captions_path is None
+    assert "404" in result.info["youtube_captions_error"]
+
     with pytest.raises(StageError) as info:
-        run_ytdlp(http_server.url("/status/404"), tmp_path / "missing", opts, timeout=60)
+        run("/status/404", "missing")
     assert info.value.error_class == "youtube_unavailable" and "404" in info.value.message
 
-    opts = build_options(YouTubeConfig(socket_timeout_s=120, retries=0), tmp_path / "hang")
     start = time.monotonic()
     with pytest.raises(StageError) as info:
-        run_ytdlp(http_server.url("/slow/120/clip.mp4"), tmp_path / "hang", opts, timeout=4, startup_s=0)
+        run("/slow/120/clip.mp4", "hang", timeout=4, startup_s=0)
     assert info.value.error_class == "youtube_timeout"
     assert time.monotonic() - start < 15
