@@ -20,7 +20,7 @@ API
     - a folder or glob: every ``*.json`` / ``*.json.gz`` in it, each read as above (an
       ``X.info.json`` whose ``X.grover.json``/``X.json`` sits beside it is skipped: same video).
 
-    The video source of a MERLOT / info.json row is a sibling video file ``<id>.mp4|webm|mkv|mov``
+    The JSON readers live in ``pipeline.manifest_json``. The video source of a MERLOT / info.json row is a sibling video file ``<id>.mp4|webm|mkv|mov``
     (or ``info._filename`` relative to the JSON) when it exists, else ``info.webpage_url``, else the
     YouTube id.
 
@@ -294,14 +294,16 @@ def _unstrip(fs, path: str, original: str) -> str:
 
 def read_manifest(path_or_url: str | os.PathLike, format: str | None = None) -> Iterator[ManifestRow | ManifestError]:
     """Stream the rows of a manifest (see the module docstring)."""
+    from pipeline.manifest_json import read_json, shadowed_info_json
+
     files = _expand(os.fspath(path_or_url))
     multi = len(files) > 1
     for path in files:
-        if multi and _shadowed_info_json(path, files):
+        if multi and shadowed_info_json(path, files):
             continue
         fmt, compression = (format, _compression_of(path)) if format else detect_format(path)
         reader = {"jsonl": _read_jsonl, "csv": _read_csv, "tsv": _read_tsv, "parquet": _read_parquet,
-                  "json": _read_json}.get(fmt)
+                  "json": read_json}.get(fmt)
         if reader is None:
             raise ManifestFormatError(f"manifest format {fmt!r} is unknown (jsonl, csv, tsv, parquet, json)")
         try:
@@ -318,15 +320,6 @@ def _compression_of(path: str) -> str | None:
         if path.lower().endswith(suffix):
             return comp
     return None
-
-
-def _shadowed_info_json(path: str, files: list[str]) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    for suffix in (".info.json", ".info.json.gz"):
-        if name.endswith(suffix):
-            stem = path[: -len(suffix)]
-            return any(f in files for f in (stem + ".grover.json", stem + ".json", stem + ".grover.json.gz"))
-    return False
 
 
 def _open_binary(path: str, compression: str | None):
@@ -411,103 +404,6 @@ def _read_parquet(path: str, compression: str | None) -> Iterator[ManifestRow | 
                 row_no += 1
                 obj = {k: v for k, v in obj.items() if v is not None or k in VIDEO_ID_KEYS + URL_KEYS}
                 yield _row_from_mapping(obj, path, row_no)
-
-
-def _read_json(path: str, compression: str | None) -> Iterator[ManifestRow | ManifestError]:
-    with _open_binary(path, compression) as handle:
-        data = handle.read()
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        yield ManifestError(path, 1, f"file is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-        return
-    except json.JSONDecodeError as exc:
-        yield ManifestError(path, exc.lineno, f"bad JSON: {exc.msg} (column {exc.colno})")
-        return
-    if isinstance(obj, list):
-        for index, item in enumerate(obj, start=1):
-            yield _row_from_mapping(item, path, index)
-        return
-    if not isinstance(obj, dict):
-        yield ManifestError(path, 1, f"expected a JSON object, got {type(obj).__name__}")
-        return
-    if isinstance(obj.get("info"), dict) or "subtitles" in obj and isinstance(obj.get("subtitles"), list):
-        yield _row_from_merlot(obj, path)
-    elif "id" in obj and any(k in obj for k in ("webpage_url", "extractor", "formats", "display_id")):
-        yield _row_from_info_json(obj, path)
-    else:
-        yield _row_from_mapping(obj, path, 1)
-
-
-# MERLOT's info carries the whole youtube-dl metadata; these are the fields worth keeping per sample.
-INFO_META_KEYS = ("title", "duration", "uploader", "channel_id", "upload_date", "categories", "tags",
-                  "view_count", "width", "height", "fps", "webpage_url", "_ids_fn", "_words_per_30s",
-                  "_avg_cosine_sim", "_num_coco_objects_expectation")
-
-
-def _row_from_merlot(obj: dict, path: str) -> ManifestRow | ManifestError:
-    info = obj.get("info") if isinstance(obj.get("info"), dict) else {}
-    video_id = info.get("id") or info.get("display_id") or _stem_id(path)
-    if not isinstance(video_id, str) or not video_id.strip():
-        return ManifestError(path, 1, "MERLOT JSON has no info.id and its file name gives none")
-    subtitles = obj.get("subtitles")
-    if subtitles is not None and not isinstance(subtitles, list):
-        return ManifestError(path, 1, "MERLOT JSON: 'subtitles' must be a list of {word, time}", video_id=video_id)
-    meta = {k: info[k] for k in INFO_META_KEYS if info.get(k) is not None}
-    meta["manifest_format"] = "merlot"
-    if subtitles is not None:
-        meta["n_subtitle_words"] = len(subtitles)
-    if isinstance(obj.get("denoised"), list):
-        meta["n_denoised_chunks"] = len(obj["denoised"])
-    url = _video_beside(path, video_id, info) or info.get("webpage_url") or video_id
-    return ManifestRow(video_id=video_id, url=url, captions=path, meta=meta, line=1, source_file=path)
-
-
-def _row_from_info_json(obj: dict, path: str) -> ManifestRow | ManifestError:
-    video_id = obj.get("id")
-    if not isinstance(video_id, str) or not video_id.strip():
-        return ManifestError(path, 1, "info.json has no string 'id'")
-    meta = {k: obj[k] for k in INFO_META_KEYS if obj.get(k) is not None}
-    meta["manifest_format"] = "info_json"
-    url = _video_beside(path, video_id, obj) or obj.get("webpage_url") or video_id
-    captions = None
-    folder = path.rsplit("/", 1)[0] if "/" in path else "."
-    for name in (f"{video_id}.en.vtt", f"{_stem_id(path)}.en.vtt"):
-        candidate = f"{folder}/{name}"
-        if _exists(candidate):
-            captions = candidate
-            break
-    return ManifestRow(video_id=video_id, url=url, captions=captions, meta=meta, line=1, source_file=path)
-
-
-def _stem_id(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    return name.split(".", 1)[0]
-
-
-def _exists(path: str) -> bool:
-    if not _is_url(path):
-        return os.path.exists(path)
-    try:
-        fs, _, paths = _fsspec().get_fs_token_paths(path)
-        return fs.exists(paths[0])
-    except Exception:  # noqa: BLE001 - an unreachable store means "not there"
-        return False
-
-
-def _video_beside(json_path: str, video_id: str, info: dict) -> str | None:
-    """A local/remote video file that belongs to this JSON, if one exists."""
-    folder = json_path.rsplit("/", 1)[0] if "/" in json_path else "."
-    stems = {safe_file_stem(video_id), video_id, _stem_id(json_path)}
-    candidates = [f"{folder}/{stem}{suffix}" for stem in sorted(stems) for suffix in VIDEO_SUFFIXES
-                  if "/" not in stem and ".." not in stem]
-    filename = info.get("_filename")
-    if isinstance(filename, str) and filename and not os.path.isabs(filename) and ".." not in filename:
-        candidates.append(f"{folder}/{filename}")
-    for candidate in candidates:
-        if _exists(candidate):
-            return candidate
-    return None
 
 
 def _first(obj: dict, keys: Iterable[str]) -> tuple[str | None, Any]:
