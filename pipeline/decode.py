@@ -209,7 +209,7 @@ def decode_frames(path: str | os.PathLike, info: VideoInfo, times: Sequence[floa
         frames, used = _decode_seek(path, times, size, cfg)
         processes = len(times)
     jpegs = _encode_jpegs(frames, size[0], size[1], cfg.jpeg_quality)
-    return DecodedFrames(jpegs=jpegs, times=[round(u, 6) for u in used], width=size[0], height=size[1],
+    return DecodedFrames(jpegs=jpegs, times=[round(u, 3) for u in used], width=size[0], height=size[1],
                          processes=processes)
 
 

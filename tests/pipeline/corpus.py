@@ -36,6 +36,24 @@ def make_vtt(path: Path, duration: float, step: float = 0.5) -> Path:
     return path
 
 
+def bad_media(root: Path) -> dict[str, Path]:
+    """Small broken or unusual inputs, by name (each a file under `root`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    good = make_video(root / "good.mp4", 4.0, audio=True)
+    files = {"good": good}
+    files["zero_byte"] = root / "zero.mp4"
+    files["zero_byte"].write_bytes(b"")
+    files["text_mp4"] = root / "text.mp4"
+    files["text_mp4"].write_text("this is not a video\n" * 20)
+    files["truncated"] = root / "truncated.mp4"
+    files["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    files["audio_only"] = root / "audio.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=3",
+                    "-c:a", "aac", str(files["audio_only"])], check=True, timeout=60)
+    files["one_frame"] = make_video(root / "one_frame.mp4", 0.1, audio=False, extra=["-frames:v", "1"])
+    return files
+
+
 def make_corpus(root: Path, n: int = 4, duration: float = 50.0) -> Path:
     """`n` captioned videos (two samples each with the default segment config); returns the manifest."""
     root.mkdir(parents=True, exist_ok=True)
@@ -47,3 +65,23 @@ def make_corpus(root: Path, n: int = 4, duration: float = 50.0) -> Path:
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
+
+
+def set_mp4_rotation(path: Path, degrees: int) -> Path:
+    """Patch the video track's display matrix (tkhd) of an mp4 in place: clockwise 0/90/180/270.
+
+    ffmpeg 5.1 has no option to write a display matrix, so tests write it the way phones do.
+    """
+    import struct
+
+    one, minus = 0x10000, 0xFFFF0000  # 16.16 fixed point 1 and -1
+    abcd = {0: (one, 0, 0, one), 90: (0, one, minus, 0), 180: (minus, 0, 0, minus), 270: (0, minus, one, 0)}[degrees]
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")  # the first track: make_video writes the video first
+    assert at != -1, f"{path} has no tkhd box"
+    version = data[at + 4]
+    matrix = at - 4 + (60 if version == 1 else 48)  # box start + fixed fields before the matrix
+    a, b, c, d = abcd
+    data[matrix:matrix + 36] = struct.pack(">9I", a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+    return path

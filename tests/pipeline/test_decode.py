@@ -1,0 +1,136 @@
+"""pipeline.decode: only the requested frames, resized, rotated as displayed, JPEG; audio for ASR."""
+from __future__ import annotations
+
+import io
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pipeline.decode as decode_mod
+from pipeline.decode import DecodeConfig, choose_mode, decode_frames, extract_audio, output_size
+from pipeline.errors import StageError
+from pipeline.probe import probe
+from tests.pipeline.corpus import bad_media, make_video, set_mp4_rotation
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decode")
+    files = bad_media(root)
+    files["long"] = make_video(root / "long.mp4", 30.0, audio=True)
+    return files
+
+
+def _image(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.int16)
+
+
+def test_output_size():
+    cfg = DecodeConfig(short_side=256)
+    assert output_size(1920, 1080, cfg) == (455, 256)
+    assert output_size(720, 1280, cfg) == (256, 455)
+    assert output_size(427, 240, cfg) == (455, 256)
+    assert output_size(427, 240, DecodeConfig(short_side=256, upscale=False)) == (427, 240)
+
+
+def test_span_and_seek_give_the_same_frames(media):
+    info = probe(media["long"])
+    times = [2.0 + 0.8 * i for i in range(16)]
+    span = decode_frames(media["long"], info, times, DecodeConfig(mode="span"))
+    seek = decode_frames(media["long"], info, times, DecodeConfig(mode="seek"))
+    assert len(span.jpegs) == len(seek.jpegs) == 16
+    assert span.processes == 1 and seek.processes == 16
+    assert span.times == seek.times
+    for t, used in zip(times, span.times):  # 10 fps: the frame shown at t starts within 0.1 s before it
+        assert t - 0.002 <= used < t + 0.1
+    for a, b in zip(span.jpegs, seek.jpegs):
+        assert np.abs(_image(a) - _image(b)).mean() < 1.0
+    first = Image.open(io.BytesIO(span.jpegs[0]))
+    assert first.format == "JPEG" and first.size == (341, 256) == (span.width, span.height)
+
+
+def test_auto_mode():
+    assert choose_mode([0, 1, 2, 3], DecodeConfig()) == "span"
+    assert choose_mode([0, 100, 200, 300], DecodeConfig()) == "seek"
+
+
+def test_only_the_span_is_read(media, monkeypatch):
+    """-ss and -t are input options (before -i): ffmpeg demuxes from the keyframe before the span, no more."""
+    calls = []
+    real_run = decode_mod.run
+
+    def spy(args, timeout, **kw):
+        calls.append(list(args))
+        return real_run(args, timeout, **kw)
+
+    monkeypatch.setattr(decode_mod, "run", spy)
+    info = probe(media["long"])
+    decode_frames(media["long"], info, [20.0 + i * 0.5 for i in range(16)], DecodeConfig(mode="span"))
+    (args,) = calls
+    i = args.index("-i")
+    assert args.index("-ss") < i and args.index("-t") < i
+    assert float(args[args.index("-ss") + 1]) == pytest.approx(19.99, abs=0.01)
+    assert float(args[args.index("-t") + 1]) < 10.0
+
+
+def test_rotation_is_applied(shared_data, tmp_path):
+    video = shared_data / "videos" / "moviepy_fire2_rotated180.mp4"
+    info = probe(video)
+    got = decode_frames(video, info, [1.0], DecodeConfig(short_side=128, mode="seek"))
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-noautorotate", "-ss", "1.0", "-i", str(video), "-frames:v", "1",
+                          "-vf", f"scale={got.width}:{got.height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True, timeout=60).stdout
+    upright = np.frombuffer(raw, np.uint8).reshape(got.height, got.width, 3).astype(np.int16)
+    decoded = _image(got.jpegs[0])
+    assert np.abs(decoded - upright[::-1, ::-1]).mean() < np.abs(decoded - upright).mean() / 2
+
+
+def test_rotation_90_gives_portrait_frames(tmp_path):
+    video = set_mp4_rotation(make_video(tmp_path / "r.mp4", 3.0, audio=False), 90)
+    got = decode_frames(video, probe(video), [0.5, 1.0, 1.5])
+    assert (got.width, got.height) == (256, 341)
+    assert Image.open(io.BytesIO(got.jpegs[0])).size == (256, 341)
+
+
+def test_vp9_odd_size_and_no_duration(shared_data):
+    for name in ("human2bot_task5_1.webm", "moviepy_no_duration.webm"):
+        video = shared_data / "videos" / name
+        info = probe(video)
+        times = [info.duration * (i + 0.5) / 16 for i in range(16)]
+        got = decode_frames(video, info, times)
+        assert len(got.jpegs) == 16 and min(got.width, got.height) == 256
+        assert got.times == sorted(got.times)
+
+
+def test_times_past_the_end(media):
+    info = probe(media["good"])  # 4 s
+    got = decode_frames(media["good"], info, [3.5, 3.9, 4.5, 9.0], DecodeConfig(mode="span"))
+    assert len(got.jpegs) == 4 and got.times[2] == got.times[3] <= 4.0
+    with pytest.raises(StageError) as caught:
+        decode_frames(media["good"], info, [50.0, 51.0], DecodeConfig(mode="span"))
+    assert caught.value.error_class == "decode_no_frames"
+
+
+def test_broken_input_and_timeout(media):
+    info = probe(media["good"])
+    with pytest.raises(StageError) as caught:
+        decode_frames(media["text_mp4"], info, [0.5, 1.0])
+    assert caught.value.stage == "decode" and caught.value.error_class == "decode_failed"
+    with pytest.raises(StageError) as caught:
+        decode_frames(media["good"], info, [0.5, 1.0], DecodeConfig(timeout_s=0.0001))
+    assert caught.value.error_class == "decode_timeout"
+
+
+def test_extract_audio(media, tmp_path):
+    out = extract_audio(media["long"], tmp_path / "a.wav")
+    with wave.open(str(out)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        assert wav.getnframes() / 16000 == pytest.approx(30.0, abs=0.1)
+    no_audio = make_video(tmp_path / "silent.mp4", 1.0, audio=False)
+    with pytest.raises(StageError) as caught:
+        extract_audio(no_audio, tmp_path / "b.wav")
+    assert caught.value.error_class == "audio_failed"
+    assert not (tmp_path / "b.wav").exists()
