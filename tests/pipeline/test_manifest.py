@@ -284,3 +284,14 @@ def test_convert_to_native_jsonl(tmp_path, capsys):
     counts = convert(str(dst), str(tmp_path / "again.jsonl"))
     assert counts["rows"] == 5 and counts["errors"] == 0
     assert main(["convert", str(tmp_path / "missing.csv"), str(tmp_path / "x.jsonl")]) == 2
+
+
+def test_http_manifest_on_localhost(http_server):
+    http_server.add_file("m.jsonl", (json.dumps({"video_id": "a", "url": "clips/a.mp4"}) + "\n").encode())
+    http_server.add_file("m.csv.gz", gzip.compress(b"video_id,url\nb,b.mp4\n"))
+    (row,) = list(read_manifest(http_server.url("/files/m.jsonl")))
+    assert row.url == http_server.url("/files/clips/a.mp4")
+    (row,) = list(read_manifest(http_server.url("/files/m.csv.gz")))
+    assert row.video_id == "b" and row.url == http_server.url("/files/b.mp4")
+    with pytest.raises(ManifestFormatError, match="does not exist"):
+        list(read_manifest(http_server.url("/files/none.jsonl")))
