@@ -113,6 +113,10 @@ def run(
     if isinstance(args, (str, bytes)):
         raise TypeError("proc.run takes an argument list, never a shell string")
     argv = [os.fspath(a) for a in args]
+    if isinstance(stdin, str) and not text:
+        stdin = stdin.encode("utf-8")
+    elif isinstance(stdin, bytes) and text:
+        stdin = stdin.decode("utf-8")
     if timeout is None or timeout <= 0:
         raise ValueError(f"proc.run needs a positive timeout, got {timeout!r}")
     proc = subprocess.Popen(
