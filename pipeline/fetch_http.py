@@ -181,6 +181,14 @@ def _attempt(session, requests, url: str, dest: Path, part: Path, cfg: FetchConf
             if expect_media and cfg.check_content and content_type.startswith(_TEXT_CONTENT_TYPES):
                 raise fetch_error("not_video_content", f"{who}: served as {content_type!r}, not a video")
             total = _expected_total(resp, offset)
+            encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+            if encoded:
+                # The server compressed the body although we asked for identity: decode it; its sizes
+                # are of the compressed stream, so neither Range nor Content-Length can be trusted.
+                total = None
+                if status == 206:
+                    part.unlink(missing_ok=True)
+                    return None
             if status == 206:
                 start = _range_start(resp.headers.get("Content-Range", ""))
                 if start != offset:
@@ -194,7 +202,7 @@ def _attempt(session, requests, url: str, dest: Path, part: Path, cfg: FetchConf
                 offset, mode = 0, "wb"
             if cfg.max_bytes and total is not None and total > cfg.max_bytes:
                 raise fetch_error("too_large", f"{who}: {total} bytes > fetch.max_bytes={cfg.max_bytes}")
-            written = _stream_body(resp, part, mode, offset, cfg, expect_media, who, deadline)
+            written = _stream_body(resp, part, mode, offset, cfg, expect_media, who, deadline, decode=encoded)
             size = offset + written
             if total is not None and size < total:
                 raise _Retryable(fetch_error("http_truncated", f"{who}: body ended at {size} of {total} bytes"))
@@ -241,13 +249,13 @@ def _attempt(session, requests, url: str, dest: Path, part: Path, cfg: FetchConf
 
 
 def _stream_body(resp, part: Path, mode: str, offset: int, cfg: FetchConfig, expect_media: bool, who: str,
-                 deadline: float) -> int:
+                 deadline: float, decode: bool = False) -> int:
     written = 0
     checked = not (expect_media and cfg.check_content and offset == 0)
     head_box = [b""]
     with open(part, mode) as out:
         try:
-            written += _copy_chunks(resp, out, offset, cfg, who, deadline, checked, head_box)
+            written += _copy_chunks(resp, out, offset, cfg, who, deadline, checked, head_box, decode)
         except (StageError, _Retryable):
             raise
         except BaseException:
@@ -267,10 +275,10 @@ def _stream_body(resp, part: Path, mode: str, offset: int, cfg: FetchConfig, exp
 
 
 def _copy_chunks(resp, out, offset: int, cfg: FetchConfig, who: str, deadline: float, checked: bool,
-                 head_box: list) -> int:
+                 head_box: list, decode: bool = False) -> int:
     """Write the body to ``out``; the first 4 KiB wait in ``head_box[0]`` until sniffed."""
     written = 0
-    for chunk in _iter_body(resp, cfg.chunk_bytes):
+    for chunk in _iter_body(resp, cfg.chunk_bytes, decode):
         if not chunk:
             continue
         if not checked:
@@ -290,7 +298,7 @@ def _copy_chunks(resp, out, offset: int, cfg: FetchConfig, who: str, deadline: f
     return written
 
 
-def _iter_body(resp, size: int):
+def _iter_body(resp, size: int, decode: bool = False):
     """The body in pieces of up to ``size`` bytes, each returned as soon as it arrives.
 
     ``read1`` (urllib3 2) does not wait for a full ``size``: a trickling server meets the deadline
@@ -298,10 +306,10 @@ def _iter_body(resp, size: int):
     """
     read1 = getattr(resp.raw, "read1", None)
     if read1 is None:  # pragma: no cover - urllib3 < 2
-        yield from resp.iter_content(chunk_size=size)
+        yield from (resp.iter_content(chunk_size=size) if decode else resp.raw.stream(size, decode_content=False))
         return
     while True:
-        data = read1(size)
+        data = read1(size, decode_content=decode)
         if not data:
             return
         yield data

@@ -19,6 +19,7 @@ Endpoints (NAME is a file added with ``add_file``):
   /redirect/N/NAME          N chained 302 redirects, then /files/NAME
   /redirect-loop            302 to itself forever
   /html/NAME                the file's bytes served as text/html
+  /gzip/NAME                the file gzip-compressed with ``Content-Encoding: gzip`` (asked for or not)
   /videopage/VIDEO/TRACK    an HTML page with <video src=/files/VIDEO> and an English <track src=/files/TRACK>
 
 ``server.requests`` records (method, path, headers) of every request; ``server.hits(path)`` counts them.
@@ -26,6 +27,7 @@ Only 127.0.0.1 is ever bound.
 """
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 import threading
@@ -161,6 +163,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if not self.head_only:
                 self.wfile.write(page)
+            return
+        if kind == "gzip" and rest:
+            entry = self.owner.files.get("/".join(rest))
+            if entry is None:
+                return self._status(404)
+            body = gzip.compress(entry[0])
+            self.send_response(200)
+            self.send_header("Content-Type", entry[1])
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not self.head_only:
+                self.wfile.write(body)
             return
         if kind == "html" and rest:
             return self._serve("/".join(rest), ranges=False, content_type="text/html; charset=utf-8")

@@ -229,6 +229,12 @@ def test_http_always_truncated_is_classified(http_server, tmp_path, media):
     assert not (tmp_path / "v").exists()  # no half file left behind
 
 
+def test_http_compressed_body_is_decoded(http_server, tmp_path, media):
+    http_server.add_file("clip.mp4", media)
+    got = fetch(ManifestRow("v", http_server.url("/gzip/clip.mp4")), tmp_path, fast_cfg())
+    assert Path(got.video_path).read_bytes() == media
+
+
 def test_http_redirects(http_server, tmp_path, media):
     http_server.add_file("clip.mp4", media)
     got = fetch(ManifestRow("v", http_server.url("/redirect/3/clip.mp4")), tmp_path, fast_cfg())
