@@ -511,7 +511,7 @@ def row_to_json(row: ManifestRow) -> str:
     return json.dumps(row.to_native(), ensure_ascii=False, default=str)
 
 
-def convert(src: str, dst: str, *, dedupe: bool = True, format: str | None = None) -> dict:
+def convert(src: str, dst: str, *, dedupe: bool = True, format: str | None = None, progress: bool = False) -> dict:
     """Write ``src`` (any supported manifest) as native jsonl at ``dst`` atomically; return counts."""
     from common.atomic import atomic_open
 
@@ -521,6 +521,10 @@ def convert(src: str, dst: str, *, dedupe: bool = True, format: str | None = Non
     if dedupe:
         items = dedupe_rows(items, stats)
     errors: list[ManifestError] = []
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="convert", unit=" rows", mininterval=1.0)
     with atomic_open(dst, "w") as out:
         for item in items:
             if isinstance(item, ManifestError):
@@ -550,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--keep-duplicates", action="store_true", help="write repeated video_ids too")
     args = parser.parse_args(argv)
     try:
-        counts = convert(args.src, args.dst, dedupe=not args.keep_duplicates, format=args.format)
+        counts = convert(args.src, args.dst, dedupe=not args.keep_duplicates, format=args.format,
+                         progress=sys.stderr.isatty())
     except ManifestFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
