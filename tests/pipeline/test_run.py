@@ -1,0 +1,117 @@
+"""The data job end to end on a generated corpus: Ray Data in this process, read back with webdataset and tar."""
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import pytest
+import webdataset as wds
+
+from common.config import load_config
+from pipeline.config import PipelineConfig
+from pipeline.ledger import Ledger
+from pipeline.run import main, run_job
+from tests.pipeline.corpus import make_corpus, make_video, make_vtt
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    manifest = make_corpus(root, n=4, duration=48.0)
+    (root / "broken.mp4").write_text("not a video at all\n")
+    with manifest.open("a") as out:
+        out.write(json.dumps({"video_id": "broken", "url": str(root / "broken.mp4"),
+                              "captions": str(root / "vid0.en.vtt")}) + "\n")
+        out.write(json.dumps({"video_id": "vid1", "url": str(root / "vid1.mp4")}) + "\n")  # duplicate row
+        out.write('{"video_id": "cut off\n')                                                  # malformed row
+    return manifest
+
+
+def _cfg(manifest, out_dir, *extra):
+    return load_config(PipelineConfig, None, [f"input.manifest={manifest}", f"output.dir={out_dir}",
+                                              "shards.max_samples=3", "asr.enabled=false", "ray.progress_bar=false",
+                                              *extra], job="pipeline")
+
+
+def _shard_bytes(out_dir):
+    return {p.name: p.read_bytes() for p in sorted((out_dir / "shards").glob("shard-*.tar"))}
+
+
+def test_job_end_to_end(ray_local, corpus, tmp_path):
+    out = tmp_path / "out"
+    summary = run_job(_cfg(corpus, out), use_ray=True)
+    assert summary["inputs"] == 6 and summary["duplicates"] == 1
+    assert (summary["written"], summary["skipped"], summary["failed"]) == (4, 0, 2)
+    assert summary["errors"] == {"manifest_row": 1, "not_video": 1}
+    assert summary["samples"] == 8 and summary["shards"] == 2  # a shard closes between videos at >= 3 samples
+    assert summary["seconds"]["decode"] > 0 and summary["videos_per_s"] > 0
+    assert json.loads((out / "summary.json").read_text())["samples"] == 8
+
+    tars = sorted(str(p) for p in (out / "shards").glob("shard-*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False))
+    keys = [s["__key__"] for s in samples]
+    assert len(keys) == 8 == len(set(keys))
+    assert [k.rsplit("_", 1)[0] for k in keys] == ["vid0"] * 2 + ["vid1"] * 2 + ["vid2"] * 2 + ["vid3"] * 2
+    for sample in samples:
+        assert sorted(k for k in sample if k.endswith(".jpg")) == [f"{i:03d}.jpg" for i in range(16)]
+        meta = json.loads(sample["json"])
+        assert meta["key"] == sample["__key__"] and meta["meta"]["n"] in range(4)
+        assert len(meta["windows"]) == 4 and all(len(w["words"]) >= 3 for w in meta["windows"])
+        assert round(meta["span"]["end"] - meta["span"]["start"], 3) in (15.0, 19.0, 23.0)
+        assert len(meta["frames"]["times"]) == 16 and meta["frames"]["height"] == 256
+        assert meta["video"]["has_audio"] and meta["transcript"]["source"] == "vtt"
+        assert meta["span"]["start"] <= meta["frames"]["times"][0] < meta["frames"]["times"][-1] <= meta["span"]["end"]
+    with tarfile.open(tars[0]) as tar:
+        assert all(m.isfile() for m in tar.getmembers())
+        assert tar.getnames()[0].startswith("vid0_") and tar.getnames()[16].endswith(".json")
+    for tar in tars:
+        with open(tar.replace(".tar", "_stats.json")) as handle:
+            stats = json.load(handle)
+        assert sum(len(v) for v in stats["videos"].values()) == stats["samples"]
+
+    with Ledger(out / "ledger.sqlite") as ledger:
+        outcomes = {o["video_id"]: o for o in ledger.outcomes()}
+    assert outcomes["vid2"]["status"] == "written" and outcomes["vid2"]["shard"] == "shard-000001"
+    assert outcomes["broken"]["stage"] == "probe" and outcomes["broken"]["error_class"] == "not_video"
+    assert len(outcomes) == 6  # one per distinct input, the malformed row included
+
+    # The same job without Ray (stages in this process) writes byte-identical shards.
+    plain = tmp_path / "plain"
+    assert main(["--set", f"input.manifest={corpus}", "--set", f"output.dir={plain}", "--set", "shards.max_samples=3",
+                 "--set", "asr.enabled=false", "--no-ray", "--no-progress"]) == 0
+    assert _shard_bytes(plain) == _shard_bytes(out)
+
+    # Rerun: nothing left to do, same totals, same shards.
+    again = run_job(_cfg(corpus, out), use_ray=True)
+    assert again["this_run"]["processed"] == 0 and again["samples"] == 8 and again["failed"] == 2
+    assert _shard_bytes(out) == _shard_bytes(plain)
+
+    # --retry-failed: the broken input is now a real video; it is written into a new shard.
+    make_video(corpus.parent / "fixed.mp4", 48.0)
+    shutil.move(str(corpus.parent / "fixed.mp4"), str(corpus.parent / "broken.mp4"))
+    retried = run_job(_cfg(corpus, out), use_ray=True, retry_failed=True)
+    assert retried["this_run"]["processed"] == 1 and retried["written"] == 5 and retried["shards"] == 3
+    assert retried["errors"] == {"manifest_row": 1}
+    assert (out / "shards" / "shard-000002_stats.json").exists()
+
+
+
+def test_bad_config_and_missing_manifest_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--set", "decode.nope=1"])
+    assert caught.value.code == 2
+    assert "decode.nope" in capsys.readouterr().err
+    code = main(["--set", f"input.manifest={tmp_path / 'missing.jsonl'}", "--set", f"output.dir={tmp_path / 'o'}",
+                 "--no-ray", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: cannot read the manifest") and "\n" not in err
