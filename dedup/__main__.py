@@ -1,0 +1,63 @@
+"""`python -m dedup leakage|near-dups|rewrite-shards ...` (see README and dedup/leakage.py)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+USAGE = """usage: python -m dedup COMMAND ...
+
+commands:
+  leakage         corpus vs downstream sets: python -m dedup leakage --config configs/leakage.yaml [--set key=value ...]
+                  writes report.html, report.json, summary.json and blocklist.txt into output.dir
+  near-dups       within-corpus near-duplicates: python -m dedup near-dups --config configs/demo.yaml [--set ...]
+                  writes near_dups.json and blocklist.txt into output.dir (keeps one sample per group)
+  rewrite-shards  copy shards without blocked samples:
+                  python -m dedup rewrite-shards --shards 'DIR/shard-*.tar' --blocklist FILE [--blocklist FILE] --out DIR
+"""
+
+
+def rewrite_main(argv: list[str]) -> int:
+    from dedup.blocklist import read_blocklist, rewrite_shards
+    from dedup.corpus import expand_shards
+
+    parser = argparse.ArgumentParser(prog="python -m dedup rewrite-shards",
+                                     description="Write shards without the samples a blocklist names.")
+    parser.add_argument("--shards", required=True, help="glob, brace pattern or comma list of shard tars")
+    parser.add_argument("--blocklist", action="append", required=True, help="blocklist file (repeatable)")
+    parser.add_argument("--out", required=True, help="output folder for the rewritten shards")
+    args = parser.parse_args(argv)
+    shards = expand_shards(args.shards)
+    if not shards:
+        print(f"error: --shards {args.shards!r} matches no files", file=sys.stderr)
+        return 1
+    missing = [p for p in args.blocklist if not __import__("os").path.isfile(p)]
+    if missing:
+        print(f"error: blocklist {missing[0]} does not exist (run python -m dedup leakage first)", file=sys.stderr)
+        return 1
+    result = rewrite_shards(shards, read_blocklist(args.blocklist), args.out)
+    print(f"kept {result['kept']} samples, dropped {result['blocked']} -> {result['out_dir']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "leakage":
+        from dedup.leakage import main as leakage_main
+
+        return leakage_main(rest)
+    if command in ("near-dups", "near_dups"):
+        from dedup.near_dups import main as near_main
+
+        return near_main(rest)
+    if command == "rewrite-shards":
+        return rewrite_main(rest)
+    print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

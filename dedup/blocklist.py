@@ -1,0 +1,73 @@
+"""Blocklists (ARCHITECTURE.md, "Blocklist"): one sample key or video id per line, `#` starts a comment.
+
+`write_blocklist` writes one entry per line with the reason as a trailing comment; `read_blocklist`
+parses the same way the training loader does; `rewrite_shards` copies shards without the blocked
+samples (members byte for byte; sidecar parquet and stats file through `pipeline.shards.ShardWriter`,
+stats last, so a rewritten shard is done only when complete).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from common.atomic import write_text
+
+SAFE_ENTRY = re.compile(r"^[^\s#]+$")
+
+
+def write_blocklist(path: str | Path, entries: dict[str, str], header: Iterable[str] = ()) -> int:
+    """entries: blocked key or video id -> reason. Sorted output (a rerun writes the same bytes)."""
+    lines = [f"# {line}" for line in header]
+    for entry in sorted(entries):
+        if not SAFE_ENTRY.match(entry):
+            raise ValueError(f"blocklist entry {entry!r} has whitespace or '#': block its sample keys instead")
+        reason = entries[entry].replace("\n", " ")
+        lines.append(f"{entry}  # {reason}" if reason else entry)
+    write_text(path, "\n".join(lines) + "\n")
+    return len(entries)
+
+
+def read_blocklist(paths: Iterable[str | Path]) -> set[str]:
+    blocked: set[str] = set()
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                blocked.add(entry)
+    return blocked
+
+
+def rewrite_shards(shards: list[str], blocked: set[str], out_dir: str | Path) -> dict:
+    """Write `out_dir/shard-NNNNNN.tar` (+ parquet, stats) holding every sample not blocked by key or video id."""
+    from common.deps import require
+    from pipeline.shards import ShardSample, ShardWriter
+
+    wds = require("webdataset")
+    out_dir = Path(out_dir)
+    writer = ShardWriter(out_dir)
+    counts = Counter()
+    for shard in shards:
+        for record in wds.tarfile_to_samples()(iter([{"url": shard}])):
+            members = {k: v for k, v in record.items() if not k.startswith("__")}
+            info = {}
+            if "json" in members:
+                try:
+                    info = json.loads(members["json"])
+                except ValueError:
+                    info = {}
+            key = record["__key__"]
+            video_id = str(info.get("video_id") or key.rsplit("_", 1)[0])
+            if key in blocked or info.get("key") in blocked or video_id in blocked:
+                counts["blocked"] += 1
+                continue
+            span = info.get("span") or {}
+            n_words = sum(len(w.get("words") or []) for w in info.get("windows") or [] if isinstance(w, dict))
+            writer.add(ShardSample(key=key, video_id=video_id, members=members,
+                                   span_start=float(span.get("start", 0.0)), span_end=float(span.get("end", 0.0)),
+                                   n_words=n_words))
+            counts["kept"] += 1
+        writer.close_shard({"rewritten_from": shard})
+    return {"kept": counts["kept"], "blocked": counts["blocked"], "out_dir": str(out_dir)}

@@ -1,0 +1,562 @@
+"""The leakage job: which pretraining samples show (or come from) a downstream evaluation video?
+
+    python -m dedup leakage --config configs/leakage.yaml [--set search.threshold=0.92 ...]
+
+1. Downstream side (small): each dataset's official annotation files -> videos -> N frames each (ffmpeg)
+   -> open_clip features, cached under output.dir/cache/ keyed by the model fingerprint, so a rerun
+   reuses them. Decode failures are counted per error class.
+2. FAISS index over all downstream frames (Flat up to a size, HNSW/IVF beyond; dedup/index.py).
+3. Corpus side (large), streamed: shards -> samples -> features (stored `clip.npy` when the fingerprint
+   matches, else computed from the JPEGs) -> top-k search per frame -> per (sample, downstream video)
+   pairs (dedup/match.py). In process, or with Ray Data (`ray.enabled`): embedding actors with
+   `num_gpus` each, read by the driver in batches. Nothing holds all corpus features.
+4. Source ids: the same YouTube id in the corpus (manifest `meta.youtube_id`, or the sample's meta) and
+   in a downstream annotation (Kinetics, MSVD, MSR-VTT urls, folder names) is a `source_id` match.
+5. Outputs in output.dir: report.html, report.json (ranked flagged pairs), summary.json, blocklist.txt,
+   and with output.rewrite_shards the corpus shards without the blocked samples (clean_shards/).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from common.atomic import write_bytes, write_json
+from common.config import add_config_args, load_from_args
+from dedup.config import DownstreamSpec, LeakageConfig
+from dedup.corpus import expand_shards, iter_samples, sample_features
+from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL, DownstreamFormatError, DownstreamVideo, read_dataset
+from pipeline.errors import StageError
+
+CACHE_VERSION = 1
+
+
+class JobError(RuntimeError):
+    """The job itself cannot run (no corpus shards, no downstream set): one line, exit code 1."""
+
+
+def tqdm(*args: Any, **kwargs: Any):
+    from tqdm import tqdm as _tqdm
+
+    kwargs.setdefault("disable", not sys.stderr.isatty() and os.environ.get("TVTS_PROGRESS") != "1")
+    kwargs.setdefault("dynamic_ncols", True)
+    return _tqdm(*args, **kwargs)
+
+
+# ---- downstream side --------------------------------------------------------------------------------------
+@dataclass
+class DownstreamSet:
+    spec: DownstreamSpec
+    videos: list[DownstreamVideo] = field(default_factory=list)
+    error: str = ""  # the dataset could not be read at all
+    bad_rows: int = 0
+    row_errors: list[str] = field(default_factory=list)
+    failures: Counter = field(default_factory=Counter)  # decode error class -> count
+    failure_examples: list[str] = field(default_factory=list)
+    feats: np.ndarray | None = None  # float16 [F, D]
+    frame_video: np.ndarray | None = None  # int32 [F] index into videos
+    frame_index: np.ndarray | None = None  # int32 [F]
+    frame_time: np.ndarray | None = None  # float32 [F]
+    cached: bool = False
+
+    @property
+    def with_file(self) -> int:
+        return sum(1 for v in self.videos if v.path)
+
+    @property
+    def checked(self) -> int:
+        return 0 if self.frame_video is None else len(np.unique(self.frame_video))
+
+
+def _file_id(path: str) -> list:
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, int(st.st_mtime)]
+
+
+def _cache_key(spec: DownstreamSpec, fingerprint: str, videos: list[DownstreamVideo]) -> str:
+    blob = json.dumps({
+        "v": CACHE_VERSION, "model": fingerprint, "spec": asdict(spec),
+        "annotations": [_file_id(p) for p in spec.annotations],
+        "videos": [[v.video_id, v.path, os.path.getsize(v.path) if v.path else None] for v in videos],
+    }, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def load_downstream(spec: DownstreamSpec, embedder: Any, cache_dir: Path) -> DownstreamSet:
+    """Read one dataset's annotations, decode and embed its videos (or reuse the cached features)."""
+    from dedup.frames import decode_frames
+
+    ds = DownstreamSet(spec)
+    try:
+        result = read_dataset(spec.name, spec.format, spec.annotations, spec.video_root, spec.splits, spec.max_videos)
+    except (DownstreamFormatError, OSError) as exc:
+        ds.error = str(exc)
+        return ds
+    ds.videos, ds.bad_rows, ds.row_errors = result.videos, result.bad_rows, result.errors
+    cache = cache_dir / f"downstream-{spec.name}-{_cache_key(spec, embedder.fingerprint, ds.videos)}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            ds.feats, ds.frame_video = z["feats"], z["frame_video"]
+            ds.frame_index, ds.frame_time = z["frame_index"], z["frame_time"]
+            info = json.loads(str(z["info"]))
+        ds.failures, ds.failure_examples, ds.cached = Counter(info["failures"]), info["examples"], True
+        return ds
+    feats, frame_video, frame_index, frame_time = [], [], [], []
+    todo = [(i, v) for i, v in enumerate(ds.videos) if v.path]
+    ds.failures["no_video_file"] = len(ds.videos) - len(todo)
+    for i, video in tqdm(todo, desc=f"downstream {spec.name}", unit="video"):
+        try:
+            decoded = decode_frames(video.path, spec.frames, short_side=max(embedder.image_size, 64))
+            vectors = embedder.embed(decoded.frames)
+        except StageError as exc:
+            ds.failures[exc.error_class] += 1
+            if len(ds.failure_examples) < 10:
+                ds.failure_examples.append(exc.message)
+            continue
+        feats.append(vectors)
+        frame_video.append(np.full(len(vectors), i, np.int32))
+        frame_index.append(np.arange(len(vectors), dtype=np.int32))
+        frame_time.append(np.asarray(decoded.times, np.float32))
+    if not ds.failures["no_video_file"]:
+        del ds.failures["no_video_file"]
+    dim = embedder.dim
+    ds.feats = np.concatenate(feats) if feats else np.zeros((0, dim), np.float16)
+    ds.frame_video = np.concatenate(frame_video) if feats else np.zeros(0, np.int32)
+    ds.frame_index = np.concatenate(frame_index) if feats else np.zeros(0, np.int32)
+    ds.frame_time = np.concatenate(frame_time) if feats else np.zeros(0, np.float32)
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, feats=ds.feats, frame_video=ds.frame_video, frame_index=ds.frame_index,
+             frame_time=ds.frame_time,
+             info=np.array(json.dumps({"failures": dict(ds.failures), "examples": ds.failure_examples})))
+    write_bytes(cache, buffer.getvalue())
+    return ds
+
+
+# ---- corpus side --------------------------------------------------------------------------------------------
+def youtube_id_of(meta: dict | None, url: str = "") -> str | None:
+    meta = meta or {}
+    for key in ("youtube_id", "ytid", "yt_id"):
+        value = meta.get(key)
+        if isinstance(value, str) and YOUTUBE_ID.match(value.strip()):
+            return value.strip()
+    if url:
+        match = YOUTUBE_URL.search(url)
+        if match:
+            return match.group(1)
+    return None
+
+
+def manifest_youtube_ids(path: str) -> dict[str, str]:
+    """video_id -> YouTube id from a manifest jsonl (`meta.youtube_id`, or a YouTube `url`)."""
+    out: dict[str, str] = {}
+    if not path:
+        return out
+    if not Path(path).is_file():
+        raise JobError(f"corpus.manifest {path} does not exist (give the pipeline's manifest or leave it empty)")
+    for line in Path(path).read_text(errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("video_id") is not None:
+            ytid = youtube_id_of(row.get("meta"), str(row.get("url", "")))
+            if ytid:
+                out[str(row["video_id"])] = ytid
+    return out
+
+
+def _sample_rows(shards: list[str], counts: Counter, max_samples: int) -> Iterator[dict]:
+    for sample in iter_samples(shards, counts, max_samples):
+        counts["samples_read"] += 1
+        yield {"key": sample.key, "video_id": sample.video_id, "shard": sample.shard, "frames": sample.frames,
+               "frame_times": sample.frame_times, "youtube_id": youtube_id_of(sample.meta) or "",
+               "text": sample.text, "clip": sample.clip, "clip_model": sample.clip_model}
+
+
+def stream_local(cfg: LeakageConfig, embedder: Any, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:
+    """(row, features or None, feature source or error class), in process."""
+    from dedup.corpus import CorpusSample
+
+    for row in _sample_rows(shards, counts, cfg.corpus.max_samples):
+        sample = CorpusSample(key=row["key"], video_id=row["video_id"], shard=row["shard"], frames=row["frames"],
+                              frame_times=row["frame_times"], meta={}, clip=row["clip"], clip_model=row["clip_model"])
+        feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features)
+        yield row, feats, source
+
+
+def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:
+    """The same stream composed with Ray Data: shard reading tasks -> embedding actors -> the driver."""
+    import ray
+
+    from dedup.corpus import CorpusFeatures
+    from dedup.embed import embedder_kwargs
+
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if cfg.ray.address:
+            kwargs["address"] = cfg.ray.address
+        elif cfg.ray.num_cpus:
+            kwargs["num_cpus"] = cfg.ray.num_cpus
+        ray.init(**kwargs)
+
+    def read_shard(item: dict) -> list[dict]:
+        local = Counter()
+        rows = []
+        for row in _sample_rows([item["shard"]], local, 0):
+            clip = row.pop("clip")
+            row["clip_npy"] = _npy_bytes(clip) if clip is not None else b""
+            row["clip_model"] = row["clip_model"] or ""
+            rows.append(row)
+        return rows
+
+    ds = ray.data.from_items([{"shard": s} for s in shards]).flat_map(read_shard)
+    ds = ds.map_batches(_RayFeatures, fn_constructor_kwargs={"embedder_kwargs": embedder_kwargs(cfg.model),
+                                                             "use_stored": cfg.corpus.use_stored_features},
+                        concurrency=cfg.model.concurrency, num_gpus=cfg.model.num_gpus or None,
+                        batch_size=max(1, cfg.model.batch_size // 16), batch_format="pandas")
+    n = 0
+    for batch in ds.iter_batches(batch_size=64, batch_format="pandas"):
+        for row in batch.to_dict("records"):
+            counts["samples_read"] += 1
+            feats = _from_npy(row.pop("feats_npy")) if row["feats_npy"] else None
+            yield row, feats, row["feature_source"] or row["error"]
+            n += 1
+            if cfg.corpus.max_samples and n >= cfg.corpus.max_samples:
+                return
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _from_npy(data: bytes) -> np.ndarray:
+    import io
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class _RayFeatures:
+    """Ray actor around CorpusFeatures: rows carry npy bytes (Arrow-friendly) instead of arrays."""
+
+    def __init__(self, embedder_kwargs: dict, use_stored: bool):
+        from dedup.corpus import CorpusFeatures
+
+        self.stage = CorpusFeatures(embedder_kwargs, use_stored)
+
+    def __call__(self, frame):  # pandas DataFrame
+        batch = {
+            "key": list(frame["key"]), "video_id": list(frame["video_id"]), "frames": list(frame["frames"]),
+            "clip": [_from_npy(b) if len(b) else None for b in frame["clip_npy"]],
+            "clip_model": list(frame["clip_model"]),
+        }
+        out = self.stage(batch)
+        frame = frame.drop(columns=["clip_npy", "frames"])
+        frame["feats_npy"] = [_npy_bytes(f) if f is not None else b"" for f in out["clip"]]
+        frame["error"], frame["feature_source"] = out["error"], out["feature_source"]
+        return frame
+
+
+# ---- the job ---------------------------------------------------------------------------------------------------
+@dataclass
+class LeakageResult:
+    pairs: list[dict]
+    summary: dict
+    out_dir: Path
+
+
+def _global_tables(sets: list[DownstreamSet]):
+    """Concatenate the datasets' frames into one index space; global video index = (dataset, video)."""
+    from dedup.match import FrameTable
+
+    feats, video, frame, times, owners = [], [], [], [], []
+    offset = 0
+    for d_idx, ds in enumerate(sets):
+        owners.extend((d_idx, v_idx) for v_idx in range(len(ds.videos)))
+        if ds.feats is None or not len(ds.feats):
+            offset += len(ds.videos)
+            continue
+        feats.append(ds.feats)
+        video.append(ds.frame_video.astype(np.int64) + offset)
+        frame.append(ds.frame_index)
+        times.append(ds.frame_time)
+        offset += len(ds.videos)
+    dim = next((f.shape[1] for f in feats), 0)
+    table = FrameTable(video=np.concatenate(video) if video else np.zeros(0, np.int64),
+                       frame=np.concatenate(frame) if frame else np.zeros(0, np.int32),
+                       time=np.concatenate(times) if times else np.zeros(0, np.float32))
+    return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float16)), table, owners
+
+
+def run(cfg: LeakageConfig) -> LeakageResult:
+    from dedup.embed import FrameEmbedder, embedder_kwargs
+    from dedup.index import build_index, search
+    from dedup.match import PairStats, aggregate_batch
+
+    started = time.time()
+    out_dir = Path(cfg.output.dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = expand_shards(cfg.corpus.shards)
+    if not shards:
+        raise JobError(f"corpus.shards={cfg.corpus.shards!r} matches no shard files: run the pipeline first "
+                       "(python -m pipeline run) or fix the pattern")
+    if not cfg.downstream:
+        raise JobError("no downstream datasets configured (config key 'downstream'): nothing to check against")
+    manifest_ids = manifest_youtube_ids(cfg.corpus.manifest)
+
+    embedder = FrameEmbedder(**embedder_kwargs(cfg.model))
+    print(f"features: open_clip {embedder.fingerprint} on {embedder.device} ({embedder.precision})"
+          + ("  [RANDOM-INIT weights]" if cfg.model.random_init else ""))
+    sets = [load_downstream(spec, embedder, out_dir / "cache") for spec in cfg.downstream]
+    for ds in sets:
+        if ds.error:
+            print(f"error: downstream dataset {ds.spec.name!r} skipped: {ds.error}")
+    if all(ds.error for ds in sets):
+        raise JobError("no downstream dataset could be read (see the errors above)")
+    feats, table, owners = _global_tables(sets)
+    built = build_index(feats, cfg.search.index, cfg.search.flat_max, cfg.search.ivf_nlist, cfg.search.ivf_nprobe,
+                        cfg.search.hnsw_m, cfg.search.hnsw_ef_search, cfg.search.use_gpu, cfg.seed)
+    print(f"index: {built.kind}{' (GPU)' if built.on_gpu else ''} over {built.size} downstream frames "
+          f"of {sum(ds.checked for ds in sets)} videos")
+
+    # Source ids: downstream YouTube id -> global video indexes.
+    yt_downstream: dict[str, list[int]] = defaultdict(list)
+    for g, (d_idx, v_idx) in enumerate(owners):
+        ytid = sets[d_idx].videos[v_idx].youtube_id
+        if ytid:
+            yt_downstream[ytid].append(g)
+    corpus_videos: dict[str, dict] = {}  # video_id -> {youtube_id, first_key, samples}
+
+    stats = PairStats(threshold=cfg.search.threshold, min_matching_frames=cfg.search.min_matching_frames,
+                      near_miss_cap=max(200, cfg.output.top_pairs))
+    counts: Counter = Counter()
+    stream = stream_ray(cfg, shards, counts) if cfg.ray.enabled else stream_local(cfg, embedder, shards, counts)
+    batch_rows: list[dict] = []
+    batch_feats: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not batch_rows:
+            return
+        queries = np.concatenate(batch_feats).astype(np.float32)
+        sims, ids = search(built, queries, cfg.search.k, cfg.search.query_batch)
+        aggregate_batch(stats, batch_rows, [len(f) for f in batch_feats], sims, ids, table)
+        batch_rows.clear()
+        batch_feats.clear()
+
+    frames_per_batch = max(cfg.search.query_batch, 1)
+    queued = 0
+    with tqdm(desc="corpus", unit="sample") as bar:
+        for row, sample_feats, source in stream:
+            bar.update(1)
+            video = corpus_videos.setdefault(row["video_id"], {"youtube_id": None, "first_key": row["key"],
+                                                              "first_shard": row["shard"], "samples": 0})
+            video["samples"] += 1
+            video["youtube_id"] = video["youtube_id"] or row.get("youtube_id") or None
+            if sample_feats is None:
+                counts[f"failed:{source}"] += 1
+                continue
+            counts[f"features:{source}"] += 1
+            if built.size == 0:
+                continue
+            batch_rows.append({k: row[k] for k in ("key", "video_id", "shard", "frame_times")})
+            batch_feats.append(np.asarray(sample_feats))
+            queued += len(sample_feats)
+            if queued >= frames_per_batch:
+                flush()
+                queued = 0
+        flush()
+    if cfg.ray.enabled:
+        import ray
+
+        ray.shutdown()
+    for video_id, ytid in manifest_ids.items():
+        entry = corpus_videos.setdefault(video_id, {"youtube_id": None, "first_key": None, "samples": 0})
+        entry["youtube_id"] = entry["youtube_id"] or ytid
+
+    pairs = _rank_pairs(stats.flagged, corpus_videos, yt_downstream, sets, owners)
+    near = [_describe(p, sets, owners) for p in stats.near_misses()]
+    for p in near:
+        p["kind"], p["kinds"] = "none", []
+    if cfg.text.enabled:
+        from dedup.text import text_matches
+
+        text_pairs = text_matches(cfg, shards, sets, counts)
+        pairs = _merge_text(pairs, text_pairs)
+    for rank, pair in enumerate(pairs, start=1):
+        pair["rank"] = rank
+    summary = _summary(cfg, embedder, built, sets, counts, stats, pairs, corpus_videos, time.time() - started)
+    summary["near_misses"] = near
+    write_outputs(cfg, out_dir, pairs, summary, shards, sets, owners)
+    return LeakageResult(pairs=pairs, summary=summary, out_dir=out_dir)
+
+
+def _describe(pair: dict, sets: list[DownstreamSet], owners: list[tuple[int, int]]) -> dict:
+    d_idx, v_idx = owners[pair.pop("downstream_global")]
+    video = sets[d_idx].videos[v_idx]
+    out = {"corpus_key": pair["corpus_key"], "downstream_dataset": video.dataset,
+           "downstream_video_id": video.video_id}
+    out.update(pair)
+    out.update({"downstream_split": video.split, "downstream_path": video.path, "downstream_youtube_id": video.youtube_id,
+                "downstream_label": video.label})
+    return out
+
+
+def _rank_pairs(flagged: list[dict], corpus_videos: dict[str, dict], yt_downstream: dict[str, list[int]],
+                sets: list[DownstreamSet], owners: list[tuple[int, int]]) -> list[dict]:
+    """Visual pairs plus source-id pairs, merged per (corpus video, downstream video), ranked."""
+    visual_best: dict[tuple[str, int], dict] = {}
+    for pair in flagged:
+        key = (pair["corpus_video_id"], pair["downstream_global"])
+        if key not in visual_best or pair["similarity"] > visual_best[key]["similarity"]:
+            visual_best[key] = pair
+    out = []
+    for pair in flagged:
+        pair["kind"], pair["kinds"] = "visual", ["visual"]
+    source_keys = set()
+    for video_id, info in sorted(corpus_videos.items()):
+        ytid = info.get("youtube_id")
+        for g in yt_downstream.get(ytid or "", []):
+            source_keys.add((video_id, g))
+            best = visual_best.get((video_id, g))
+            if best is not None:
+                best["kind"], best["kinds"] = "source_id", ["source_id", "visual"]
+                best["youtube_id"] = ytid
+                continue
+            out.append({"corpus_key": info.get("first_key") or video_id, "corpus_video_id": video_id,
+                        "corpus_shard": info.get("first_shard") or "", "corpus_frame_index": 0, "downstream_global": g, "similarity": None, "matching_frames": 0,
+                        "kind": "source_id", "kinds": ["source_id"], "youtube_id": ytid})
+    out.extend(flagged)
+    described = [_describe(dict(p), sets, owners) for p in out]
+    # Source-id matches are certain, then visual evidence by similarity, then matching frames.
+    described.sort(key=lambda p: (p["kind"] != "source_id", -(p["similarity"] if p["similarity"] is not None else 2.0),
+                                  -p["matching_frames"], p["corpus_key"], p["downstream_video_id"]))
+    return described
+
+
+def _merge_text(pairs: list[dict], text_pairs: list[dict]) -> list[dict]:
+    index = {(p["corpus_key"], p["downstream_dataset"], p["downstream_video_id"]): p for p in pairs}
+    for tp in text_pairs:
+        key = (tp["corpus_key"], tp["downstream_dataset"], tp["downstream_video_id"])
+        if key in index:
+            index[key]["kinds"].append("text")
+            index[key]["text_similarity"] = tp["text_similarity"]
+        else:
+            pairs.append(tp)
+    return pairs
+
+
+def _summary(cfg: LeakageConfig, embedder: Any, built: Any, sets: list[DownstreamSet], counts: Counter,
+             stats: Any, pairs: list[dict], corpus_videos: dict, seconds: float) -> dict:
+    from dedup.match import HIST_BINS, sweep_counts
+
+    per_dataset = {}
+    for ds in sets:
+        flagged = [p for p in pairs if p["downstream_dataset"] == ds.spec.name]
+        per_dataset[ds.spec.name] = {
+            "format": ds.spec.format, "error": ds.error, "videos_listed": len(ds.videos),
+            "videos_with_file": ds.with_file, "videos_checked": ds.checked,
+            "frames_indexed": 0 if ds.feats is None else int(len(ds.feats)),
+            "with_youtube_id": sum(1 for v in ds.videos if v.youtube_id),
+            "bad_rows": ds.bad_rows, "row_errors": ds.row_errors, "decode_failures": dict(ds.failures),
+            "failure_examples": ds.failure_examples, "features_cached": ds.cached,
+            "pairs_flagged": len(flagged), "by_kind": dict(Counter(p["kind"] for p in flagged)),
+            "downstream_videos_flagged": len({p["downstream_video_id"] for p in flagged}),
+        }
+    sweep = sorted(set(cfg.search.sweep) | {cfg.search.threshold})
+    return {
+        "random_init": cfg.model.random_init, "model": embedder.fingerprint, "device": embedder.device,
+        "threshold": cfg.search.threshold, "min_matching_frames": cfg.search.min_matching_frames, "k": cfg.search.k,
+        "index": {"kind": built.kind, "on_gpu": built.on_gpu, "frames": built.size},
+        "corpus": {"shards_pattern": cfg.corpus.shards, "samples_read": counts["samples_read"],
+                   "videos": len([v for v in corpus_videos.values() if v["samples"]]),
+                   "videos_with_youtube_id": sum(1 for v in corpus_videos.values() if v.get("youtube_id")),
+                   "features": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("features:")},
+                   "failures": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("failed:")},
+                   "bad_shards": counts["bad_shard"]},
+        "datasets": per_dataset,
+        "pairs_flagged": len(pairs), "by_kind": dict(Counter(p["kind"] for p in pairs)),
+        "blocked": 0,
+        "histogram": {"bin_edges": [round(float(x), 4) for x in HIST_BINS], "pairs": stats.hist.tolist(),
+                      "best_per_sample": stats.best_per_sample.tolist()},
+        "sweep": {"thresholds": sweep, "pairs": sweep_counts(stats.hist, sweep)},
+        "seconds": round(seconds, 2),
+    }
+
+
+def blocklist_entries(pairs: list[dict], unit: str) -> dict[str, str]:
+    from dedup.blocklist import SAFE_ENTRY
+
+    entries: dict[str, str] = {}
+    for pair in pairs:
+        sim = "" if pair["similarity"] is None else f" {pair['similarity']:.3f}"
+        reason = f"{pair['kind']}{sim} {pair['downstream_dataset']}/{pair['downstream_video_id']}"
+        entry = pair["corpus_video_id"] if unit == "video" else pair["corpus_key"]
+        if not SAFE_ENTRY.match(entry or ""):
+            entry = pair["corpus_key"]  # a video id with spaces or '#': block its sample key instead
+        entries.setdefault(entry, reason)
+    return entries
+
+
+def write_outputs(cfg: LeakageConfig, out_dir: Path, pairs: list[dict], summary: dict, shards: list[str],
+                  sets: list[DownstreamSet], owners: list) -> None:
+    from dedup.blocklist import rewrite_shards, write_blocklist
+    from dedup.report import write_report
+
+    entries = blocklist_entries(pairs, cfg.output.blocklist_unit)
+    summary["blocked"] = len(entries)
+    header = [f"leakage check: {len(pairs)} flagged pairs, threshold {cfg.search.threshold}, model {summary['model']}",
+              "one sample key or video id per line; the training loader skips them (data.blocklist)"]
+    write_blocklist(out_dir / "blocklist.txt", entries, header)
+    write_json(out_dir / "report.json", pairs)
+    if cfg.output.rewrite_shards:
+        summary["rewrite"] = rewrite_shards(shards, set(entries), out_dir / "clean_shards")
+    write_report(out_dir, cfg, pairs, summary)
+    write_json(out_dir / "summary.json", summary)
+
+
+def print_summary(result: LeakageResult) -> None:
+    s = result.summary
+    print()
+    if s["random_init"]:
+        print("NOTE: features come from RANDOM-INIT weights (model.random_init=true): only near-exact copies are meaningful")
+    print(f"{'dataset':<14} {'listed':>7} {'w/ file':>7} {'checked':>7} {'failed':>7} {'flagged':>7}  kinds")
+    for name, d in s["datasets"].items():
+        failed = sum(v for k, v in d["decode_failures"].items() if k != "no_video_file")
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(d["by_kind"].items())) or ("ERROR: " + d["error"] if d["error"] else "-")
+        print(f"{name:<14} {d['videos_listed']:>7} {d['videos_with_file']:>7} {d['videos_checked']:>7} {failed:>7} "
+              f"{d['pairs_flagged']:>7}  {kinds}")
+    c = s["corpus"]
+    print(f"corpus: {c['samples_read']} samples of {c['videos']} videos; features {c['features']}; failures {c['failures'] or 0}")
+    print(f"flagged pairs: {s['pairs_flagged']} {s['by_kind']}; blocklist entries: {s['blocked']}; {s['seconds']:.1f}s")
+    print(f"report: {result.out_dir / 'report.html'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dedup leakage", description=__doc__.split("\n\n")[0])
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = load_from_args(LeakageConfig, args, job="leakage")
+    try:
+        result = run(cfg)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print_summary(result)
+    return 0
