@@ -71,6 +71,15 @@ def resolve_resume(arg: str | None, output_dir: str | Path) -> tuple[Path, str] 
     return (checkpoint_root(output_dir), found[1]) if found else None
 
 
+def clear_run(output_dir: str | Path) -> None:
+    """Remove a previous run's checkpoints, exported weights and metrics from output.dir (--fresh)."""
+    out = Path(output_dir)
+    shutil.rmtree(checkpoint_root(out), ignore_errors=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    for name in ("model_fp32.pt", "model_fp32.json", "metrics.jsonl", "loss_curve.png"):
+        (out / name).unlink(missing_ok=True)
+
+
 def rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 

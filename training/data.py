@@ -446,8 +446,12 @@ class ShardLoader:
         self.ds.start_positions, self.ds.ended = dict(self.positions), set(self.ended)
         if self.num_workers == 0:
             return iter(self.ds)
+        # Its own generator: starting workers must not draw from the global torch RNG, which the model
+        # uses (masks, shuffles) and a checkpoint restores.
+        generator = torch.Generator().manual_seed(self.ds.s.seed * 1000003 + self.epoch)
         loader = torch.utils.data.DataLoader(self.ds, batch_size=None, num_workers=self.num_workers,
-                                             prefetch_factor=self.prefetch_factor, persistent_workers=False)
+                                             prefetch_factor=self.prefetch_factor, persistent_workers=False,
+                                             generator=generator)
         return iter(loader)
 
     def _next_active(self, after: int) -> int:

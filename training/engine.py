@@ -242,6 +242,10 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     # Keys that identify the model: a checkpoint of another preset must not load into this one.
     run_info["model"] = json.loads(json.dumps(run_info["model"]))
 
+    if fresh:
+        if rank == 0:                              # start over: older checkpoints must not be resumed later
+            ckpt.clear_run(out_dir)
+        dist.barrier()
     found = None if fresh else ckpt.resolve_resume(resume, out_dir)
     start_step = 0
     if found is not None:
