@@ -356,6 +356,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             "text_ids": tok["input_ids"].view(b, k, -1).long(),                      # [B, K, L]
             "text_mask": tok["attention_mask"].view(b, k, -1).long(),                # [B, K, L]
             "keys": [item["key"] for item in items],
+            "transcripts": [item["texts"] for item in items],
             "video_ids": [item["video_id"] for item in items],
         }
 

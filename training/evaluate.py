@@ -1,0 +1,191 @@
+"""Evaluate a pretrained TVTS model on held-out samples:
+`python -m training.evaluate --checkpoint DIR --task sort|t2v [--config FILE] [--set ...]`.
+
+DIR is a training output.dir (its model_fp32.pt, or else its newest DeepSpeed checkpoint), a checkpoint
+folder, or a .pt state_dict. Samples: data.eval_shards when given, else the videos of data.shards that
+the run held out (the same video-id hash split the training loader used, so train and eval never share a
+video). Evaluation transforms: bin-centre frames, centre crop.
+
+Tasks
+- sort: transcript sorting accuracy (a sample counts when all K transcripts are put in the right place;
+  chance (1/K)^K = 1/256 for K = 4), with the pretraining mask ratio and without masking, plus the
+  per-transcript position accuracy (chance 1/K).
+- t2v: text-to-video retrieval among the held-out samples: R@1/5/10 (%) and median rank. The query of a
+  sample is the mean of its K projected transcript embeddings (what L_base trains; eval.text_query "mean")
+  or its K transcripts joined into one text ("concat", like DiDeMo's paragraph-to-video).
+Prints a table and writes <task>.json into output.dir (demo: data/demo-run/eval).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.atomic import write_json
+from common.config import add_config_args, load_from_args
+
+TASKS = ("sort", "t2v")
+
+
+def model_config_from_dict(data: dict):
+    from training.model_config import ModelConfig, SortConfig, TextConfig, VideoConfig
+
+    data = dict(data)
+    return ModelConfig(**{**data, "video": VideoConfig(**data["video"]), "text": TextConfig(**data["text"]),
+                          "sort": SortConfig(**data["sort"])})
+
+
+def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(TVTS in eval mode with the checkpoint's fp32 weights, the run's info dict)."""
+    from training import checkpoint as ckpt
+    from training.model import TVTS
+
+    path = Path(checkpoint)
+    info_path, state = None, None
+    if path.is_file():
+        info_path = path.with_suffix(".json")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    elif (path / "model_fp32.pt").is_file():
+        info_path = path / "model_fp32.json"
+        state = torch.load(path / "model_fp32.pt", map_location="cpu", weights_only=True)
+    else:
+        found = ckpt.resolve_resume(str(path), path)     # newest complete DeepSpeed checkpoint
+        root, tag = found
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+        info_path = root / tag / "run.json"
+    if info_path is None or not info_path.is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no model_fp32.json/run.json beside the weights "
+                                "(give a training output.dir)")
+    info = json.loads(info_path.read_text())
+    if "config" in info and "holdout_fraction" not in info:      # run.json of a DeepSpeed checkpoint
+        info["holdout_fraction"] = info["config"]["data"]["holdout_fraction"]
+    model = TVTS(model_config_from_dict(info["model"]))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"--checkpoint {checkpoint}: weights do not fit preset '{info.get('preset')}' "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval(), info
+
+
+def retrieval_metrics(text_emb: torch.Tensor, video_emb: torch.Tensor) -> dict[str, float]:
+    """Query i's true video is video i. Ranks are 1-based; ties count against the query."""
+    sim = text_emb @ video_emb.t()                                  # [N, N]
+    true = sim.diagonal().unsqueeze(1)                              # [N, 1]
+    ranks = (sim > true).sum(dim=1) + 1                             # [N]
+    out = {f"R@{k}": 100.0 * (ranks <= k).float().mean().item() for k in (1, 5, 10)}
+    out["MedR"] = float(ranks.float().median().item())
+    out["chance_R@1"] = 100.0 / len(ranks)
+    return out
+
+
+@torch.no_grad()
+def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
+    from training.data import LoaderSettings, build_loader
+    from training.model import build_tokenizer
+
+    model, info = load_model(checkpoint)
+    mcfg = model.cfg
+    data_cfg = cfg.data
+    if not data_cfg.eval_shards and "holdout_fraction" in info and info["holdout_fraction"] != data_cfg.holdout_fraction:
+        print(f"note: using the run's hold-out fraction {info['holdout_fraction']} (config says "
+              f"{data_cfg.holdout_fraction}) so that no training video is evaluated", file=sys.stderr)
+        data_cfg.holdout_fraction = info["holdout_fraction"]
+    if not data_cfg.eval_shards and data_cfg.holdout_fraction <= 0:
+        raise ValueError("no held-out samples: the run trained on every video (data.holdout_fraction 0); "
+                         "give data.eval_shards")
+    tokenizer = build_tokenizer(mcfg)
+    settings = LoaderSettings(batch_size=cfg.eval.batch_size, frames=mcfg.video.frames,
+                              image_size=mcfg.video.image_size, num_transcripts=mcfg.num_transcripts,
+                              split="eval", seed=cfg.seed,
+                              max_text_length=data_cfg.max_text_length or mcfg.text.max_length)
+    loader = build_loader(data_cfg, settings, tokenizer, epochs=1)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start = time.perf_counter()
+    n = 0
+    sums = {"sort_acc": 0.0, "pos_acc": 0.0, "sort_acc_unmasked": 0.0, "pos_acc_unmasked": 0.0}
+    videos, texts = [], []
+    for repeat in range(cfg.eval.sort_repeats if task == "sort" else 1):
+        loader.epoch, loader.epochs = 0, 1
+        for batch in loader:
+            b = batch["video"].shape[0]
+            if task == "sort":
+                out = model(batch, mode="pretrain", generator=generator)
+                plain = model(batch, mode="pretrain", mask_ratio=0.0, generator=generator)
+                sums["sort_acc"] += out["sort_acc"].item() * b
+                sums["pos_acc"] += out["pos_acc"].item() * b
+                sums["sort_acc_unmasked"] += plain["sort_acc"].item() * b
+                sums["pos_acc_unmasked"] += plain["pos_acc"].item() * b
+            else:
+                videos.append(model.encode_video(batch["video"]))
+                if cfg.eval.text_query == "mean":
+                    texts.append(model.encode_text(batch["text_ids"], batch["text_mask"]))
+                else:
+                    joined = [" ".join(t) for t in batch["transcripts"]]
+                    tok = tokenizer(joined, max_length=min(512, settings.max_text_length * mcfg.num_transcripts),
+                                    truncation=True, padding="longest", return_tensors="pt")
+                    texts.append(model.encode_text(tok["input_ids"], tok["attention_mask"]))
+            n += b
+            if cfg.eval.max_samples and n >= cfg.eval.max_samples * (repeat + 1):
+                break
+    if n == 0:
+        raise ValueError("no evaluation samples")
+    k = mcfg.num_transcripts
+    result: dict[str, Any] = {"task": task, "checkpoint": str(checkpoint), "preset": info.get("preset"),
+                              "samples": n // (cfg.eval.sort_repeats if task == "sort" else 1),
+                              "seconds": round(time.perf_counter() - start, 2),
+                              "skipped": loader.skip_counts(),
+                              "eval_data": data_cfg.eval_shards or f"held-out videos of {data_cfg.shards} "
+                                                                 f"(fraction {data_cfg.holdout_fraction})"}
+    if task == "sort":
+        result.update({key: 100.0 * value / n for key, value in sums.items()})
+        result["mask_ratio"] = mcfg.video.mask_ratio
+        result["chance_sort_acc"] = 100.0 / k ** k
+        result["chance_pos_acc"] = 100.0 / k
+    else:
+        result.update(retrieval_metrics(torch.cat(texts), torch.cat(videos)))
+        result["text_query"] = cfg.eval.text_query
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float))]
+    width = max(len(k) for k, _ in rows)
+    print(f"{result['task']} on {result['eval_data']} ({result['preset']}, {result['checkpoint']})")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value:.2f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="training output.dir, checkpoint folder or .pt file")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    from training.config import EvalConfig
+    from training.pretrain import one_line
+
+    cfg = load_from_args(EvalConfig, args, job="evaluate")
+    try:
+        result = evaluate(cfg, args.checkpoint, args.task)
+    except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    result["config"] = asdict(cfg)
+    out = Path(cfg.output.dir) / f"{args.task}.json"
+    write_json(out, result)
+    print_table(result)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
