@@ -109,14 +109,18 @@ def check_model(cfg: AsrConfig) -> str:
     if not name:
         raise AsrModelError("asr.model is empty: set it to a CTranslate2 Whisper folder or a hub name (e.g. small)")
     candidates = _local_candidates(name)
+    if cfg.build_tiny_if_missing:
+        from pipeline.tiny_whisper import MARKER, build_tiny_whisper
+
+        for path in candidates:
+            if (path / "model.bin").is_file() and not (path / MARKER).is_file():
+                return str(path)  # somebody's own model: never rebuilt
+        # missing, or a tiny model of an older recipe: (re)build it (a no-op when current)
+        target = next((p for p in candidates if (p / MARKER).is_file()), candidates[-1])
+        return str(build_tiny_whisper(target))
     for path in candidates:
         if (path / "model.bin").is_file():
             return str(path)
-    if cfg.build_tiny_if_missing:
-        from pipeline.tiny_whisper import build_tiny_whisper
-
-        target = candidates[-1] if not Path(name).is_absolute() else candidates[0]
-        return str(build_tiny_whisper(target))
     if _looks_like_path(name) or any(p.exists() for p in candidates):
         where = " or ".join(str(p) for p in candidates)
         raise AsrModelError(
