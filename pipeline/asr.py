@@ -18,7 +18,9 @@ fn_constructor_kwargs={"cfg": cfg.asr}, concurrency=..., num_gpus=...)`):
   and adds the columns `words` (list of `{"word", "start", "end"}`), `speech` (the VAD's speech regions,
   `[[start, end], ...]` seconds), `asr_language`, `asr_seconds` (wall time) and `asr_error` (None, or
   `StageError.as_record()`: one bad row never fails the batch).
-- `Transcriber(cfg)`: the same model wrapper without the batch plumbing; `transcribe(audio) ->
+- `Transcriber(cfg, model_path=None, clean=None)`: the same model wrapper without the batch plumbing
+  (`clean`: a `pipeline.clean.CleanConfig` applied to the words, default CleanConfig(), False for the
+  model's raw words); `transcribe(audio) ->
   AsrResult(words, speech, language, duration, dropped)`; `AsrResult.transcript()` is a
   `pipeline.transcripts.Transcript` with source_kind "asr".
 
@@ -169,9 +171,13 @@ def _fit_to_speech(words: list[Word], speech: list[tuple[float, float]]) -> tupl
 class Transcriber:
     """One WhisperModel and the config to run it with."""
 
-    def __init__(self, cfg: AsrConfig, model_path: str | None = None):
+    def __init__(self, cfg: AsrConfig, model_path: str | None = None, clean=None):
         fw = require("faster_whisper", "faster-whisper", why="speech recognition")
+        from pipeline.clean import CleanConfig
+
         self.cfg = cfg
+        # the same word cleaning as captions get (default CleanConfig(); False: the model's raw words)
+        self.clean = None if clean is False else (clean or CleanConfig())
         self.model_path = model_path or check_model(cfg)
         self.model = fw.WhisperModel(self.model_path, device=cfg.device, compute_type=cfg.compute_type,
                                      cpu_threads=cfg.cpu_threads, local_files_only=True)
@@ -215,6 +221,10 @@ class Transcriber:
                 text = w.word.strip()
                 if text:
                     raw.append(Word(text, float(w.start), float(max(w.end, w.start))))
+        if self.clean is not None:
+            from pipeline.clean import clean_words
+
+            raw = clean_words(raw, self.clean)
         words, dropped = _fit_to_speech(raw, speech)
         words = [Word(w.word, round(w.start, 3), round(w.end, 3)) for w in words]
         speech = [(round(a, 3), round(b, 3)) for a, b in speech]
@@ -230,8 +240,8 @@ def _column(batch, name: str, n: int) -> list:
 class AsrStage:
     """Ray Data callable: one model per worker, each row transcribed (see module doc)."""
 
-    def __init__(self, cfg: AsrConfig, model_path: str | None = None):
-        self.transcriber = Transcriber(cfg, model_path)
+    def __init__(self, cfg: AsrConfig, model_path: str | None = None, clean=None):
+        self.transcriber = Transcriber(cfg, model_path, clean)
 
     def __call__(self, batch):
         is_frame = hasattr(batch, "to_dict") and hasattr(batch, "columns")
