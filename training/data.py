@@ -166,7 +166,11 @@ def crop_box(height: int, width: int, spec: FrameSpec, rng: random.Random) -> tu
 
 def decode_frames(sample: dict, meta: dict, spec: FrameSpec, rng: random.Random) -> torch.Tensor:
     """JPEG members -> float [3, T, S, S], ImageNet-normalised."""
-    from torchvision.io import decode_jpeg, ImageReadMode
+    import warnings
+
+    with warnings.catch_warnings():  # torchvision 0.29 flags its image codecs as deprecated; they work
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import decode_jpeg, ImageReadMode
 
     members = pick_frame_members(meta, spec, rng)
     raw = []
@@ -175,7 +179,9 @@ def decode_frames(sample: dict, meta: dict, spec: FrameSpec, rng: random.Random)
         if data is None:
             raise KeyError(f"missing frame member {m:03d}.jpg")
         raw.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-    images = decode_jpeg(raw, mode=ImageReadMode.RGB)             # T x [3, H, W] uint8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        images = decode_jpeg(raw, mode=ImageReadMode.RGB)         # T x [3, H, W] uint8
     height, width = images[0].shape[-2:]
     if any(img.shape[-2:] != (height, width) for img in images):
         raise ValueError("frames of one sample differ in size")
