@@ -123,3 +123,12 @@ def test_build_tiny_if_missing(tmp_path, tiny_whisper, monkeypatch):
     monkeypatch.setattr("pipeline.tiny_whisper._build", lambda out, seed=0: shutil.copytree(tiny_whisper, out))
     assert check_model(AsrConfig(model=str(target), build_tiny_if_missing=True)) == str(target)
     assert is_model_dir(target)
+
+
+def test_batched_pipeline_path(tiny_whisper, speech_wavs):
+    """batch_size > 1: faster-whisper's BatchedInferencePipeline over 30 s chunks (VAD speech capped at 30 s)."""
+    cfg = AsrConfig(model=str(tiny_whisper), beam_size=1, temperatures=[0.0], cpu_threads=1, batch_size=2)
+    result = Transcriber(cfg).transcribe(speech_wavs[0])
+    assert result.words and all(hi - lo <= 30.0 + 1e-6 for lo, hi in result.speech)
+    for w in result.words:
+        assert any(lo <= w.start <= w.end <= hi for lo, hi in result.speech)
