@@ -115,3 +115,13 @@ def test_bad_config_and_missing_manifest_exit_2(tmp_path, capsys):
                  "--no-ray", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: cannot read the manifest") and "\n" not in err
+
+
+def test_cluster_config_loads():
+    from common.paths import CONFIG_DIR
+
+    cfg = load_config(PipelineConfig, CONFIG_DIR / "yt-temporal.yaml", job="pipeline")
+    assert cfg.ray.address == "auto" and cfg.input.partitions == 8 and cfg.embed.enabled
+    assert cfg.segment.frames_per_bin == 2 and cfg.fetch.youtube.max_height == 360
+    demo = load_config(PipelineConfig, CONFIG_DIR / "demo.yaml", job="pipeline")
+    assert demo.input.manifest == "data/demo/manifest.jsonl" and demo.output.dir == "data/demo-run/pipeline"
