@@ -61,6 +61,9 @@ _OPEN, _CLOSE = "[(", "])"
 
 
 def _normalise(text: str, cfg: CleanConfig) -> str:
+    if text.isascii() and text.isprintable() and " " not in text:
+        # the common case, and exact: NFKC, the quote map and the invisible characters leave such text alone
+        return text.lower() if cfg.lowercase else text
     if cfg.normalize_unicode:
         text = unicodedata.normalize(cfg.normalize_unicode, text)
     if cfg.ascii_quotes:
