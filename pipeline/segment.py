@@ -10,14 +10,15 @@ Public API (stable; pipeline/run.py calls it):
   slot whose first candidate is filtered out), seed.
 - `plan_samples(video_id, duration, words, cfg) -> (list[SamplePlan], dict[reason, count])`.
 - `SamplePlan(key, video_id, start, end, windows: list[Window], frame_times: list[float])` with
-  `Window(start, end, text, words: list[Word])`; `SamplePlan.to_json()` gives the shard json's
-  `span` / `windows` / `frames.times` parts.
+  `Window(start, end, text, words: list[Word])`; `SamplePlan.to_json()` gives the shard json's `key`,
+  `video_id`, `span` and `windows` fields, plus `frame_times` (the shard's `frames.times`).
 - `window_bounds(span_start, span, cfg)`, `frame_times(span_start, span, cfg)`: the geometry alone.
 
 Placement. The usable range [0, duration - 1) is split into n equal slots, n = min(max_samples_per_video,
 (duration - 1) // max(span_choices)), so that every span choice fits inside any slot. In each slot a
 span length is drawn from `span_choices` and its start uniformly from [slot start, slot end - span):
-samples never overlap, and every start lies in [0, duration - span - 1) as the spec asks. The random
+samples never overlap, and every start lies in [0, duration - span - 1) as the spec asks (all placement
+is done in integer milliseconds, so keys and times agree exactly). The random
 numbers come from `random.Random` seeded with SHA-256 of (seed, video id), never Python's `hash()`, so
 the same input gives the same samples on any machine and any rerun. Videos too short for one slot of the
 longest span use the longest span choice that fits (one sample).
