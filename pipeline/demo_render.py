@@ -185,6 +185,16 @@ def render_video(script: VideoScript, out: Path) -> Path:
     return out
 
 
+def render_corpus_video(seed: int, index: int, out_dir: str | Path) -> VideoScript:
+    """Pool job: plan and speak video `index`, encode it unless it exists; its script without the audio."""
+    from pipeline.demo_script import make_script
+
+    script = make_script(seed, index)
+    render_video(script, Path(out_dir) / "videos" / f"{script.video_id}.mp4")
+    script.audio = None
+    return script
+
+
 def encode_lavfi(source: str, seconds: float, out: Path, extra_filters: str = "", codec: list[str] | None = None,
                  size: str = f"{WIDTH}x{HEIGHT}", fps: int = FPS, timeout: float = 120) -> Path:
     """An unrelated clip from an ffmpeg test source (e.g. "testsrc2", "mandelbrot"), with a sine tone."""
