@@ -302,7 +302,7 @@ class EmbedStage:
         from dedup.embed import FrameEmbedder
 
         e = cfg.embed
-        self.embedder = FrameEmbedder(model=e.model, pretrained=e.pretrained or None, random_init=e.random_init,
+        self.embedder = FrameEmbedder(model=e.model, pretrained=e.pretrained, random_init=e.random_init,
                                       device=e.device, seed=cfg.seed)
 
     def one(self, item: VideoWork) -> None:

@@ -125,3 +125,24 @@ def test_cluster_config_loads():
     assert cfg.segment.frames_per_bin == 2 and cfg.fetch.youtube.max_height == 360
     demo = load_config(PipelineConfig, CONFIG_DIR / "demo.yaml", job="pipeline")
     assert demo.input.manifest == "data/demo/manifest.jsonl" and demo.output.dir == "data/demo-run/pipeline"
+
+
+def test_embed_stage_writes_clip_features(corpus, tmp_path):
+    """embed.enabled: clip.npy per sample from dedup.embed (random-init ViT-S-32: no weights offline)."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("open_clip")
+    import io
+
+    from pipeline.manifest import read_manifest
+    from pipeline.stages import VideoWork, run_local
+
+    row = next(r for r in read_manifest(str(corpus)) if getattr(r, "video_id", None) == "vid0")
+    cfg = _cfg(corpus, tmp_path / "o", "embed.enabled=true", "embed.model=ViT-S-32", "embed.random_init=true",
+               "segment.max_samples_per_video=1")
+    (item,) = run_local([VideoWork(order=0, row=row.to_dict())], cfg)
+    assert item.status == "ok" and len(item.samples) == 1
+    for sample in item.samples:
+        feats = np.load(io.BytesIO(sample.members["clip.npy"]))
+        assert feats.dtype == np.float16 and feats.shape[0] == 16
+        assert np.allclose(np.linalg.norm(feats.astype(np.float32), axis=1), 1.0, atol=1e-2)
+        assert json.loads(sample.members["json"])["meta"]["clip_model"].startswith("ViT-S-32")
