@@ -62,6 +62,7 @@ class TrainConfig:
     mode: Literal["pretrain", "post"] = "pretrain"  # post: image-text + video-text, mask 0, no sort loss
     post_frames: list[int] = field(default_factory=lambda: [1, 4])  # post mode: frames of alternating batches
     deepspeed: str = "training/presets/pretrain_cpu_zero1.json"     # DeepSpeed JSON of the recipe
+    init_from: str = ""               # start from these weights (a run's model_fp32.pt), e.g. post-pretraining
     max_steps: int = 200              # optimizer steps of the whole run
     epochs: int = 20                  # the recipe's epochs; the step schedule's milestones scale to max_steps
     micro_batch: int = 8              # samples per rank per forward

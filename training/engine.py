@@ -24,12 +24,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+import warnings
+
 import numpy as np
 import torch
 
 from common.atomic import write_text
 from training import checkpoint as ckpt
 from training.config import PretrainConfig
+
+# DeepSpeed's ZeRO calls a torch collective that torch 2.14 flags as deprecated, once per step.
+warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 METRIC_KEYS = ("loss", "loss_base", "loss_sort", "sort_acc", "pos_acc")
 
@@ -261,6 +266,11 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
 
     seed_everything(cfg.seed, 0)                 # identical initial weights on every rank
     model = TVTS(model_cfg)
+    if t.init_from and found is None:
+        state = torch.load(t.init_from, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if rank == 0:
+            log(f"initialised from {t.init_from} (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
     seed_everything(cfg.seed, rank)              # per-rank masks, shuffles and augmentation
     ds_config = deepspeed_config(cfg, world)
     client_optimizer = None
