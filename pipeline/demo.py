@@ -49,7 +49,7 @@ from pathlib import Path
 from common.atomic import write_json, write_text
 from pipeline import demo_captions, demo_downstream
 from pipeline.demo_render import render_corpus_video
-from pipeline.demo_script import EspeakError, VideoScript, make_script
+from pipeline.demo_script import EspeakError, VideoScript
 
 # Bump when any output changes for the same arguments: cached corpora (the tests' fixture) key on it.
 GENERATOR_VERSION = "2"
@@ -134,6 +134,13 @@ def _prepare(out: Path, plan: dict, force: bool) -> None:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
+    # Scratch left by a killed run (atomic writes use hidden temp files and .render-* folders).
+    for folder in ("videos", "captions", "downstream"):
+        for path in sorted((out / folder).rglob(".*"), reverse=True) if (out / folder).is_dir() else []:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / PLAN_FILE, plan)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from common.deps import require
 from pipeline.demo_script import COLOURS, FPS, HEIGHT, MOVES, POSITIONS, SAMPLE_RATE, WIDTH, Scene, VideoScript
-from pipeline.proc import ProcFailed, ProcTimeout, kill_tree, run, stderr_tail
+from pipeline.proc import ProcFailed, ProcTimeout, kill_tree, run
 
 BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
 X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p", "-g", str(FPS),
@@ -246,4 +246,4 @@ def transcode(src: Path, out: Path, start: float, seconds: float, video_filters:
     return out
 
 
-__all__ = ["background", "draw_scene", "frames", "render_video", "encode_lavfi", "transcode", "stderr_tail"]
+__all__ = ["background", "draw_scene", "frames", "render_video", "render_corpus_video", "encode_lavfi", "transcode"]

@@ -310,9 +310,9 @@ def sentences_for(scene: Scene, previous: Scene | None, rng: random.Random) -> l
         extra = [f"{it} {_verb(s, 'keeps', 'keep')} moving {direction}."]
     elif s.motion in ("grow", "shrink"):
         verb = _verb(s, "grows", "grow") if s.motion == "grow" else _verb(s, "shrinks", "shrink")
+        change = "bigger" if s.motion == "grow" else "smaller"
         main = f"{subject} {verb} {where}."
-        extra = [f"{it} {_verb(s, 'gets', 'get')} {'bigger' if s.motion == 'grow' else 'smaller'} and {'bigger' if s.motion == 'grow' else 'smaller'}.",
-                 f"{it} {_verb(s, 'stays', 'stay')} {where}."]
+        extra = [f"{it} {_verb(s, 'gets', 'get')} {change} and {change}.", f"{it} {_verb(s, 'stays', 'stay')} {where}."]
     else:
         main = rng.choice([f"{subject} {_verb(s, 'appears', 'appear')} {where}.",
                            f"Now there {_verb(s, 'is', 'are')} {subject.lower()} {where}."])

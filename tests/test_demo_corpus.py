@@ -277,13 +277,22 @@ def test_same_seed_same_corpus_and_a_second_run_does_nothing(corpus, tmp_path):
     assert time.monotonic() - t0 < 1.0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamp
 
-    # Interrupted after one video: the rest is made, the result is the same.
+    # Killed after one video (scratch left behind): the rest is made, the result is the same.
     (out / "videos" / "demo-001.mp4").unlink()
     (out / ".demo-done.json").unlink()
+    (out / "videos" / ".render-killed").mkdir()
+    (out / "captions" / ".demo-004.en.vtt.abc.tmp").write_text("half")
     assert not generate(out, seed=0, videos=2, downstream=False, workers=1)["reused"]
     assert (out / "videos" / "demo-001.mp4").read_bytes() == (root / "videos" / "demo-001.mp4").read_bytes()
     assert (out / "videos" / "demo-000.mp4").stat().st_mtime_ns == stamp[out / "videos" / "demo-000.mp4"]
     assert json.loads((out / ".demo-done.json").read_text())["generator_version"] == GENERATOR_VERSION
+    assert not list(out.rglob(".render-*")) and not list(out.rglob("*.tmp"))
+
+    # Moved: the rerun rewrites the absolute paths and keeps the videos.
+    moved = out.rename(tmp_path / "moved")
+    assert not generate(moved, seed=0, videos=2, downstream=False)["reused"]
+    assert _jsonl(moved / "manifest.jsonl")[0]["url"] == str(moved.resolve() / "videos" / "demo-000.mp4")
+    assert (moved / "videos" / "demo-000.mp4").stat().st_mtime_ns == stamp[out / "videos" / "demo-000.mp4"]
 
     other = make_script(1, 0, with_audio=False)
     assert other.narration_record("vtt")["words"] != narration["demo-000"]["words"]
