@@ -1,0 +1,187 @@
+"""Benchmark of the data job (run: `.venv/bin/python bench/pipeline.py`).
+
+1. Throughput: the whole job (`pipeline.run.run_job` on Ray Data, Ray already started) on the demo
+   corpus: videos/s and frames/s; baseline: the same frames (times and sizes read back from the shards'
+   json) decoded by bare ffmpeg commands, one per sample (`-ss` span seek, `select` of those frames,
+   scale, mjpeg to a pipe), run with the job's decode parallelism, in the same run. Prints the ratio
+   (DESIGN.md target: >= 0.8x).
+2. Memory: peak RSS of one decode (the ffmpeg child and the Python worker) for a 1-minute and a 20-minute
+   1280x720 input (generated with lavfi, cached under .cache/bench): a TVTS span in the middle, and 16
+   frames over the whole video (`seek` mode). Streaming decode: the 20-minute input must not cost more.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.config import load_config  # noqa: E402
+from common.paths import CACHE_DIR, DATA_DIR  # noqa: E402
+from pipeline.config import PipelineConfig  # noqa: E402
+
+BENCH = CACHE_DIR / "bench"
+
+
+def demo_manifest(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    manifest = DATA_DIR / "demo" / "manifest.jsonl"
+    if not manifest.exists():
+        made = subprocess.run([sys.executable, "-m", "pipeline.demo", "--out", str(manifest.parent)], cwd=ROOT)
+        if made.returncode != 0 or not manifest.exists():  # no demo generator: a generated captioned corpus
+            from tests.pipeline.corpus import make_corpus
+
+            return make_corpus(BENCH / "corpus", n=12, duration=48.0)
+    return manifest
+
+
+def run_job_timed(manifest: Path, num_cpus: int, extra: list[str]) -> tuple[dict, PipelineConfig]:
+    import ray
+
+    from pipeline.run import run_job
+
+    out = BENCH / "pipeline-run"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = load_config(PipelineConfig, ROOT / "configs" / "demo.yaml",
+                      [f"input.manifest={manifest}", f"output.dir={out}", "ray.progress_bar=false",
+                       f"ray.num_cpus={num_cpus}", *extra], job="pipeline")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             object_store_memory=cfg.ray.object_store_memory)
+    try:
+        from pipeline.run import _check_models
+
+        _check_models(cfg)  # build/resolve the ASR model outside the timed part
+        summary = run_job(cfg, use_ray=True)
+    finally:
+        ray.shutdown()
+    return summary, cfg
+
+
+def bare_ffmpeg_args(source: str, times: list[float], width: int, height: int, quality: int) -> list[str]:
+    start = max(0.0, min(times) - 0.01)
+    length = max(times) - start + 1.0
+    expr = "+".join(f"gte(t\\,{t - start - 0.002:.6f})*not(gte(prev_pts*TB\\,{t - start - 0.002:.6f}))"
+                    for t in sorted(set(times)))
+    return ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-ss", f"{start:.6f}", "-t", f"{length:.6f}",
+            "-i", source, "-an", "-sn", "-vf", f"select='{expr}',scale={width}:{height}", "-fps_mode", "passthrough",
+            "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", str(quality), "-"]
+
+
+def baseline(out_dir: Path, workers: int) -> dict:
+    import webdataset as wds
+
+    jobs = []
+    for tar in sorted((out_dir / "shards").glob("shard-*.tar")):
+        for sample in wds.WebDataset(str(tar), shardshuffle=False):
+            meta = json.loads(sample["json"])
+            frames = meta["frames"]
+            jobs.append(bare_ffmpeg_args(str(meta["source"]), frames["times"], frames["width"], frames["height"], 3))
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        sizes = list(pool.map(lambda a: len(subprocess.run(a, capture_output=True, check=True, timeout=600).stdout), jobs))
+    wall = time.perf_counter() - started
+    frames = 16 * len(jobs)
+    return {"samples": len(jobs), "frames": frames, "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 2),
+            "bytes": sum(sizes)}
+
+
+def make_720p(minutes: int) -> Path:
+    BENCH.mkdir(parents=True, exist_ok=True)
+    one = BENCH / "720p_1min.mp4"
+    if not one.exists():
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc2=size=1280x720:rate=30:duration=60", "-f", "lavfi", "-i", "sine=duration=60",
+                        "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                        "-shortest", str(one)], check=True, timeout=1800)
+    if minutes == 1:
+        return one
+    path = BENCH / f"720p_{minutes}min.mp4"
+    if not path.exists():  # the 1-minute file looped, stream copy: same content, `minutes` long
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", str(minutes - 1), "-i", str(one),
+                        "-c", "copy", str(path)], check=True, timeout=1800)
+    return path
+
+
+MEMORY_PROBE = r"""
+import json, resource, sys
+from pipeline.probe import probe
+from pipeline.decode import DecodeConfig, decode_frames
+path, mode = sys.argv[1], sys.argv[2]
+info = probe(path)
+if mode == "span":   # one TVTS span (19 s, 16 bins) in the middle of the video
+    start = info.duration / 2
+    times = [start + (i + 0.5) * 19.0 / 16 for i in range(16)]
+else:                # 16 frames over the whole video
+    times = [(i + 0.5) * info.duration / 16 for i in range(16)]
+got = decode_frames(path, info, times, DecodeConfig(mode=mode))
+print(json.dumps({"frames": len(got.jpegs), "worker_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "ffmpeg_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def memory() -> dict:
+    out = {}
+    for minutes in (1, 20):
+        path = make_720p(minutes)
+        for mode in ("span", "seek"):
+            started = time.perf_counter()
+            result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), mode], cwd=ROOT, check=True,
+                                    capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            row["seconds"] = round(time.perf_counter() - started, 2)
+            out[f"{minutes}min_{mode}"] = row
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", help="manifest to run (default: the demo corpus)")
+    parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--no-asr", action="store_true", help="skip videos without captions instead of ASR")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    report: dict = {}
+    if not args.skip_throughput:
+        manifest = demo_manifest(args.manifest)
+        extra = ["asr.enabled=false"] if args.no_asr else []
+        summary, cfg = run_job_timed(manifest, args.num_cpus, extra)
+        wall = summary["seconds"]["wall"]
+        frames = summary["this_run"]["samples"] * cfg.segment.frames * cfg.segment.frames_per_bin
+        job = {"videos": summary["this_run"]["processed"], "samples": summary["this_run"]["samples"], "frames": frames,
+               "wall_s": wall, "videos_per_s": round(summary["this_run"]["processed"] / wall, 3),
+               "frames_per_s": round(frames / wall, 2), "stage_seconds": summary["seconds"]}
+        base = baseline(Path(cfg.output.dir), cfg.ray.decode_concurrency)
+        report["throughput"] = {"job": job, "bare_ffmpeg": base,
+                                "ratio_job_vs_bare_ffmpeg": round(job["frames_per_s"] / base["frames_per_s"], 3)}
+        print(f"job:         {job['videos']} videos, {job['samples']} samples, {frames} frames in {wall:.1f} s: "
+              f"{job['videos_per_s']} videos/s, {job['frames_per_s']} frames/s")
+        print(f"bare ffmpeg: {base['frames']} frames in {base['wall_s']:.1f} s: {base['frames_per_s']} frames/s "
+              f"({cfg.ray.decode_concurrency} processes at a time)")
+        print(f"ratio (job / bare ffmpeg, frames/s): {report['throughput']['ratio_job_vs_bare_ffmpeg']}x  (target >= 0.8x)")
+    if not args.skip_memory:
+        report["memory"] = memory()
+        for name, row in report["memory"].items():
+            print(f"decode {name:>12}: ffmpeg peak {row['ffmpeg_kb'] / 1024:7.1f} MiB, worker peak "
+                  f"{row['worker_kb'] / 1024:7.1f} MiB, {row['seconds']} s")
+        mem = report["memory"]
+        print(f"peak ffmpeg RSS 20-min / 1-min: span {mem['20min_span']['ffmpeg_kb'] / mem['1min_span']['ffmpeg_kb']:.2f}x, "
+              f"seek {mem['20min_seek']['ffmpeg_kb'] / mem['1min_seek']['ffmpeg_kb']:.2f}x")
+    BENCH.mkdir(parents=True, exist_ok=True)
+    (BENCH / "pipeline.json").write_text(json.dumps(report, indent=2))
+    print(f"report: {BENCH / 'pipeline.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
