@@ -71,14 +71,14 @@ def youtube_auto_vtt(words: Sequence[Word], duration: float, style: str = "moder
     previous_text = " "
     for i, line in enumerate(lines):
         start = line[0][1].start
-        if i + 1 < len(lines):
-            flash_start = lines[i + 1][0][1].start - FLASH
-        else:
-            flash_start = min(duration - FLASH, line[-1][1].end + 0.5)
-        flash_start = max(flash_start, line[-1][1].start + FLASH)
         tagged = line[0][0] + "".join(f"<{_ts(w.start)}><c> {token}</c>" for token, w in line[1:])
-        out += [f"{_ts(start)} --> {_ts(flash_start)} align:start position:0%", previous_text, tagged, ""]
         plain = " ".join(token for token, _ in line)
+        if i + 1 == len(lines):  # the last line stays up a little after its last word, with no flash
+            end = max(min(duration, line[-1][1].end + 1.5), line[-1][1].end)
+            out += [f"{_ts(start)} --> {_ts(end)} align:start position:0%", previous_text, tagged, ""]
+            break
+        flash_start = lines[i + 1][0][1].start - FLASH
+        out += [f"{_ts(start)} --> {_ts(flash_start)} align:start position:0%", previous_text, tagged, ""]
         out += [f"{_ts(flash_start)} --> {_ts(flash_start + FLASH)} align:start position:0%", plain, " ", ""]
         previous_text = plain
     return "\n".join(out) + "\n"
