@@ -1,0 +1,58 @@
+"""kill -9 of a rank at a step, then --resume: the loss curve equals the uninterrupted run's."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.synthetic import write_synthetic_shards
+from tests.training.train_helpers import PY, deepspeed_cmd, metrics, run, torchrun_cmd, write_config
+
+CURVE_KEYS = ("loss", "loss_base", "loss_sort", "sort_acc", "pos_acc", "lr")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("resume_shards")
+    # 2 shards for 2 ranks x 1 worker: the sample-level split; 14 samples -> epochs end inside the run
+    write_synthetic_shards(out, shards=2, samples=14, size=(40, 40), frames=8, per_bin=2, seed=7)
+    return out
+
+
+@pytest.mark.slow
+def test_kill_rank_then_resume_gives_the_same_curve(shards, tmp_path):
+    common = dict(max_steps=7, checkpoint_every=3, log_every=1, keep_last=2,
+                  deepspeed="training/presets/pretrain_cpu_zero2.json")
+    # 1. the uninterrupted run (torchrun, ZeRO-2)
+    ref_out = tmp_path / "ref"
+    ref_cfg = write_config(tmp_path / "ref.yaml", str(shards / "shard-*.tar"), ref_out, **common)
+    ref = run(torchrun_cmd(ref_cfg))
+    assert ref.returncode == 0, ref.stdout[-3000:]
+
+    # 2. the same run under the deepspeed launcher, rank 1 killed with SIGKILL right after step 5
+    out = tmp_path / "killed"
+    cfg = write_config(tmp_path / "killed.yaml", str(shards / "shard-*.tar"), out, **common)
+    killed = run(deepspeed_cmd(cfg), timeout=240, TVTS_FAULT_KILL_STEP="5", TVTS_FAULT_KILL_RANK="1")
+    assert killed.returncode != 0                               # the launcher reports it, nothing hangs
+    assert "fault injection: SIGKILL at step 5" in killed.stdout
+    assert (out / "checkpoints" / "step00000003" / "complete.json").is_file()
+    assert not (out / "checkpoints" / "step00000006").exists()
+
+    # 3. resume: continues from step 3 and recomputes steps 4..7
+    resumed = run(deepspeed_cmd(cfg, "--resume"), timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "resumed from" in resumed.stdout and "step00000003" in resumed.stdout
+
+    want, got = metrics(ref_out), metrics(out)
+    assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, 8))
+    for a, b in zip(want, got):
+        for key in CURVE_KEYS:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key, a[key], b[key])
+    assert want[-1]["epoch"] >= 1                               # the curve crossed an epoch boundary
+
+    # 4. the same output.dir with another preset: a one-line error, no training
+    other = run([PY, "-m", "training.pretrain", "--config", str(cfg), "--set", "train.preset=base",
+                 "--set", "train.max_steps=9", "--set", "train.model_overrides=[]"], timeout=120)
+    assert other.returncode == 2
+    error = [line for line in other.stdout.splitlines() if line.startswith("error")]
+    assert len(error) == 1 and "preset 'tiny'" in error[0] and "preset 'base'" in error[0], other.stdout[-2000:]
