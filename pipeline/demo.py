@@ -32,7 +32,8 @@ Deterministic: everything is a function of (seed, video index, generator version
 same file whatever --videos is. Idempotent: a finished corpus is recognised by DIR/.demo-done.json
 (version + arguments + folder) and the command returns at once; an interrupted run is finished (every
 file is written atomically, finished videos are kept); other arguments in a folder holding a corpus
-replace that corpus.
+replace that corpus. Two runs on one folder at once take turns (a lock file `.<DIR name>.demo-lock`
+beside DIR): the second finds the corpus finished.
 """
 from __future__ import annotations
 
@@ -116,8 +117,6 @@ def _run_jobs(jobs: list[tuple], workers: int, desc: str) -> list:
 def _prepare(out: Path, plan: dict, force: bool) -> None:
     """Make `out` ready for `plan`: keep a matching partial corpus, replace a corpus made otherwise."""
     plan_file = out / PLAN_FILE
-    if out.exists() and not out.is_dir():
-        raise DemoError(f"--out {out} exists and is not a folder: pass a folder path")
     previous = None
     if plan_file.is_file():
         try:
@@ -151,6 +150,8 @@ def generate(out: str | Path, seed: int = 0, videos: int = DEFAULT_VIDEOS, worke
     if videos < 1:
         raise DemoError(f"--videos must be at least 1, got {videos}")
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise DemoError(f"--out {out} exists and is not a folder: pass a folder path")
     t0 = time.monotonic()
     plan = {"generator_version": GENERATOR_VERSION, "seed": seed, "videos": videos,
             "downstream": downstream, "out": str(out)}

@@ -313,3 +313,6 @@ def test_cli_refuses_a_folder_that_is_not_a_corpus(tmp_path, capsys):
     assert err.startswith("error: demo corpus:") and "not empty" in err and "\n" not in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert main(["--out", str(tmp_path / "x"), "--videos", "0"]) == 1
+    assert main(["--out", str(tmp_path / "notes.txt"), "--videos", "1"]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing left behind
