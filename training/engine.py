@@ -323,40 +323,42 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     last_saved = start_step if found else None
     batches = iter(loader)
     engine.train()
-    while step < t.max_steps:
-        step_start = time.perf_counter()
-        for _ in range(t.grad_accum):
-            wait_start = time.perf_counter()
-            batch = next(batches)
-            window.wait_s += time.perf_counter() - wait_start
-            batch = to_device(batch, engine.device, dtype)
-            out = engine(batch, mode=t.mode)
-            engine.backward(out["loss"])
-            engine.step()
-            window.add(out, samples=batch["video"].shape[0])
-        window.step_s += time.perf_counter() - step_start
-        step += 1
-        fault_injection(step, rank)
+    try:
+        while step < t.max_steps:
+            step_start = time.perf_counter()
+            for _ in range(t.grad_accum):
+                wait_start = time.perf_counter()
+                batch = next(batches)
+                window.wait_s += time.perf_counter() - wait_start
+                batch = to_device(batch, engine.device, dtype)
+                out = engine(batch, mode=t.mode)
+                engine.backward(out["loss"])
+                engine.step()
+                window.add(out, samples=batch["video"].shape[0])
+            window.step_s += time.perf_counter() - step_start
+            step += 1
+            fault_injection(step, rank)
+            if progress is not None:
+                progress.update(1)
+            if step % t.log_every == 0 or step == t.max_steps:
+                row = {"step": step, **window.reduce(world), "lr": scheduler.get_last_lr()[0],
+                       "epoch": loader.epoch}
+                if rank == 0:
+                    row["skipped"] = loader.skip_counts()
+                    sink.write(row)
+                    progress.set_postfix(loss=f"{row['loss']:.3f}", sort=f"{row['sort_acc']:.2f}",
+                                         wait=f"{row['data_wait_frac']:.0%}")
+                    if on_log is not None:
+                        on_log(row)
+                window = MetricWindow()
+            if step % t.checkpoint_every == 0 or step == t.max_steps:
+                save(engine, root, step, rank, world, loader, window, run_info, t.keep_last)
+                last_saved = step
+    finally:
         if progress is not None:
-            progress.update(1)
-        if step % t.log_every == 0 or step == t.max_steps:
-            row = {"step": step, **window.reduce(world), "lr": scheduler.get_last_lr()[0],
-                   "epoch": loader.epoch}
-            if rank == 0:
-                row["skipped"] = loader.skip_counts()
-                sink.write(row)
-                progress.set_postfix(loss=f"{row['loss']:.3f}", sort=f"{row['sort_acc']:.2f}",
-                                     wait=f"{row['data_wait_frac']:.0%}")
-                if on_log is not None:
-                    on_log(row)
-            window = MetricWindow()
-        if step % t.checkpoint_every == 0 or step == t.max_steps:
-            save(engine, root, step, rank, world, loader, window, run_info, t.keep_last)
-            last_saved = step
-    if progress is not None:
-        progress.close()
-    if sink is not None:
-        sink.close()
+            progress.close()
+        if sink is not None:
+            sink.close()
     finish_exports(cfg, model_cfg, run_info, rank, engine=engine, tag=ckpt.tag_for(last_saved), ck_root=root,
                    zero_stage=zero_stage)
     dist.barrier()
