@@ -98,8 +98,16 @@ def init_weights(module: nn.Module) -> None:
 def random_keep_indices(batch: int, slices: int, patches: int, keep: int, device: torch.device,
                         generator: torch.Generator | None = None) -> torch.Tensor:
     """For each sample and each temporal slice independently, `keep` distinct patch indices at random."""
-    noise = torch.rand(batch, slices, patches, device=device, generator=generator)   # [B, t, N]
-    return noise.argsort(dim=-1)[..., :keep]                                          # [B, t, n]
+    noise = torch.rand(batch, slices, patches, generator=generator,                   # [B, t, N]
+                       device=generator.device if generator is not None else device)
+    return noise.argsort(dim=-1)[..., :keep].to(device)                               # [B, t, n]
+
+
+def random_permutations(batch: int, k: int, device: torch.device,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """One uniformly random permutation of range(k) per sample: [B, K]."""
+    noise = torch.rand(batch, k, generator=generator, device=generator.device if generator is not None else device)
+    return noise.argsort(dim=-1).to(device)
 
 
 class VideoEncoder(nn.Module):
@@ -368,8 +376,11 @@ class TVTS(nn.Module):
 
         # 1. Shuffle: slot i of a sample holds its transcript number perm[b, i]; the label is perm itself.
         perm = batch.get("perm")
+        if perm is not None and not torch.equal(perm.sort(dim=1).values,
+                                                torch.arange(K, device=perm.device).expand(B, -1)):
+            raise ValueError(f"batch['perm'] must hold a permutation of 0..{K - 1} per sample, got {perm.tolist()}")
         if perm is None:
-            perm = torch.stack([torch.randperm(K, generator=generator) for _ in range(B)]).to(ids.device)
+            perm = random_permutations(B, K, ids.device, generator)                 # [B, K]
         slot_idx = perm.unsqueeze(-1).expand(-1, -1, L)                # [B, K, L]
         ids, mask = ids.gather(1, slot_idx), mask.gather(1, slot_idx)  # shuffled [B, K, L]
 
