@@ -146,3 +146,19 @@ def test_embed_stage_writes_clip_features(corpus, tmp_path):
         assert feats.dtype == np.float16 and feats.shape[0] == 16
         assert np.allclose(np.linalg.norm(feats.astype(np.float32), axis=1), 1.0, atol=1e-2)
         assert json.loads(sample.members["json"])["meta"]["clip_model"].startswith("ViT-S-32")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_downloads_are_deleted_after_the_samples_unless_kept(corpus, tmp_path, keep):
+    """An fsspec source is copied into the run's scratch folder and removed once decoded (fetch.keep_downloads)."""
+    fsspec = pytest.importorskip("fsspec")
+    memfs = fsspec.filesystem("memory")
+    memfs.pipe(f"/tvts-{keep}/v.mp4", (corpus.parent / "vid0.mp4").read_bytes())
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"video_id": "remote", "url": f"memory://tvts-{keep}/v.mp4",
+                                    "captions": str(corpus.parent / "vid0.en.vtt")}) + "\n")
+    out = tmp_path / "out"
+    summary = run_job(_cfg(manifest, out, f"fetch.keep_downloads={str(keep).lower()}"), use_ray=False)
+    assert summary["written"] == 1 and summary["samples"] == 2
+    left = [p for p in (out / "scratch").rglob("*") if p.is_file()] if (out / "scratch").exists() else []
+    assert bool(left) == keep
