@@ -54,7 +54,7 @@ def contrastive_loss(video_emb: torch.Tensor, text_emb: torch.Tensor, temperatur
     """
     videos = gather_with_grad(video_emb)                            # [B, D], B = world * b
     texts = gather_with_grad(text_emb)                              # [B, D]
-    logits = videos @ texts.t() / temperature                       # [B, B]
+    logits = videos.float() @ texts.float().t() / temperature       # [B, B], fp32 even under bf16
     target = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
@@ -68,7 +68,7 @@ def sort_loss_and_accuracy(logits: torch.Tensor, positions: torch.Tensor
              position accuracy: fraction of transcripts put at their right position (chance 1/K)).
     """
     K = logits.shape[-1]
-    loss = F.cross_entropy(logits.reshape(-1, K), positions.reshape(-1))
+    loss = F.cross_entropy(logits.float().reshape(-1, K), positions.reshape(-1))
     with torch.no_grad():
         right = logits.argmax(dim=-1) == positions                  # [B, K]
         sort_acc = right.all(dim=1).float().mean()

@@ -156,7 +156,7 @@ class VideoEncoder(nn.Module):
             # An image (T = 1) or an odd clip: repeat the last frame so every tubelet is full.
             missing = tubelet - video.shape[2] % tubelet
             video = torch.cat([video, video[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
-        x = self.patch_embed.proj(video)                           # [B, Dv, t, h, w]
+        x = self.patch_embed.proj(video.to(self.patch_embed.proj.weight.dtype))   # [B, Dv, t, h, w]
         B, Dv, t, h, w = x.shape
         x = x.flatten(3).permute(0, 2, 3, 1)                       # [B, t, N, Dv]
         x = x + self._spatial_embed(h).unsqueeze(1)                # + spatial, tiled over time
@@ -352,11 +352,13 @@ class TVTS(nn.Module):
         emb = self.video_proj(tokens[:, 0])                            # [B, D]
         return F.normalize(emb, dim=-1) if normalize else emb
 
-    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """ids, mask [B, L] -> [B, D], or [B, K, L] -> the mean of the K projections [B, D] (as in L_base)."""
-        per_transcript = self.text_proj(self.text(ids.flatten(0, -2), mask.flatten(0, -2)))   # [B*K, D]
-        emb = per_transcript.view(*ids.shape[:-1], -1)                                          # [B, (K,) D]
-        if ids.dim() == 3:
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor, normalize: bool = True,
+                    per_transcript: bool = False) -> torch.Tensor:
+        """ids, mask [B, L] -> [B, D]; [B, K, L] -> the mean of the K projections [B, D] (as in L_base),
+        or with per_transcript=True each transcript's own embedding [B, K, D]."""
+        projected = self.text_proj(self.text(ids.flatten(0, -2), mask.flatten(0, -2)))        # [B*K, D]
+        emb = projected.view(*ids.shape[:-1], -1)                                               # [B, (K,) D]
+        if ids.dim() == 3 and not per_transcript:
             emb = emb.mean(dim=1)                                                               # [B, D]
         return F.normalize(emb, dim=-1) if normalize else emb
 

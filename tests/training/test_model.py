@@ -74,6 +74,7 @@ def test_tiny_with_real_minilm_shapes_in_both_modes():
         assert post["loss_sort"] == 0 and post["loss"] == post["loss_base"] and "sort_logits" not in post
         assert model.encode_video(batch["video"][:, :, :frames]).shape == (B, cfg.embed_dim)
     assert model.encode_text(batch["text_ids"], batch["text_mask"]).shape == (B, cfg.embed_dim)
+    assert model.encode_text(batch["text_ids"], batch["text_mask"], per_transcript=True).shape == (B, K, cfg.embed_dim)
     assert model.encode_text(enc.input_ids, enc.attention_mask).shape == (2 * K, cfg.embed_dim)
 
 
@@ -152,6 +153,8 @@ def test_shuffle_uses_the_given_permutation_as_label(tiny_small):
         by_transcript_2 = o2["sort_logits"][b][p2[b].argsort()]
         assert torch.allclose(by_transcript_1, by_transcript_2, atol=1e-4)
     assert torch.allclose(o1["loss_base"], o2["loss_base"], atol=1e-5)
+    with pytest.raises(ValueError, match="permutation"):
+        model({**batch, "perm": torch.tensor([[0, 0, 1, 2], [0, 1, 2, 3]])})
 
 
 def test_tiny_overfits_a_fixed_batch():
@@ -231,6 +234,16 @@ def test_describe_prints_counts_without_downloading(capsys):
     assert counts["total"] == counts["video"] + counts["text"] + counts["sort"]
     assert "not available locally" in counts["text_config"]
     assert main(["describe", "--preset", "nope"]) == 2
+
+
+def test_bf16_weights_take_fp32_video_and_keep_the_losses_in_fp32(tiny_small):
+    model = TVTS(tiny_small.cfg)
+    model.load_state_dict(tiny_small.state_dict())
+    model = model.to(torch.bfloat16)
+    out = model(make_batch(model.cfg, batch=2))
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert model.video.patch_embed.proj.weight.grad.dtype == torch.bfloat16
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
