@@ -31,6 +31,10 @@ class DataConfig:
     shuffle_buffer: int = 1000        # samples in the in-stream shuffle buffer (per loader worker)
     shuffle_initial: int = 100        # samples buffered before the first one leaves
     resampled: bool = False           # epoch-less: each worker draws shards with replacement forever
+    # How ranks x workers share the data: "shard" (each slot reads its own shards), "sample" (every slot
+    # reads every shard and keeps every (ranks x workers)-th sample), "auto": shard when there are at
+    # least 4 shards per slot (so slots get about equal data), else sample.
+    split_by: Literal["auto", "shard", "sample"] = "auto"
     num_workers: int = 2              # DataLoader worker processes per rank (0 = in the training process)
     prefetch_factor: int = 2          # batches each worker prepares ahead
     # Frames: image_size and frame count come from the model preset; these shape the crop.

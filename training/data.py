@@ -4,11 +4,11 @@ Per rank, one `ShardDataset` (an IterableDataset run in `data.num_workers` DataL
 `ShardLoader` around it, which merges the workers' batches in a fixed order and can say exactly where it
 is, so that a resumed run sees the same batches as an uninterrupted one:
 
-    shard list (this epoch's order, seeded) -> split by node and worker (by shard when there are enough
-    shards, else by sample) -> tar -> samples (webdataset, broken tar = counted skip) -> blocklist and
-    hold-out filter -> shuffle buffer (seeded per epoch/rank/worker) -> position counter (resume skips
-    here, before any JPEG is decoded) -> decode: frames, crop, normalise (broken sample = counted skip)
-    -> batch: tokenize all B*K transcripts together
+    shard list (this epoch's order, seeded) -> split by node and worker (data.split_by: by shard when
+    there are enough shards, else by sample) -> tar -> samples (webdataset, broken tar = counted skip)
+    -> blocklist and hold-out filter -> shuffle buffer (seeded per epoch/rank/worker) -> position
+    counter (resume skips here, before any JPEG is decoded) -> decode: frames, crop, normalise (broken
+    sample = counted skip) -> batch: tokenize all B*K transcripts together
 
 Randomness is a function of (seed, epoch, rank, worker, position), never of time or process ids.
 """
@@ -266,7 +266,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
         if self.train:
             random.Random(f"{self.s.seed}-shards-{self.epoch}").shuffle(urls)  # same order on every rank
         slots, slot = self.s.world_size * n_workers, self.s.rank * n_workers + worker
-        if len(urls) >= slots:
+        by_shard = self.cfg.split_by == "shard" or (self.cfg.split_by == "auto" and len(urls) >= 4 * slots)
+        if by_shard or slots == 1:
             return urls[slot::slots], 1, 0
         return urls, slots, slot  # too few shards: every slot reads all, keeps sample i where i % slots == slot
 
