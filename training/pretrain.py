@@ -43,7 +43,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def die_with_launcher() -> None:
+    """Under a launcher (deepspeed, torchrun), a rank must not outlive it: if the launcher is killed with
+    SIGKILL it cannot stop its ranks, and orphaned ranks would keep writing checkpoints. Linux only."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG: SIGKILL this process when its parent dies
+    except OSError:
+        return
+    if os.getppid() == 1:                      # the launcher died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_launcher()
     args = parse_args(argv)
     from training.config import PretrainConfig
 
