@@ -74,6 +74,9 @@ class RayConfig:
     # Streaming backpressure: Ray Data keeps at most this many bytes of rows in flight (None: Ray's default).
     max_inflight_bytes: int | None = 512 * 1024**2
     chunk_rows: int = 5000          # manifest rows per Ray Data run (bounds the driver's memory)
+    # Videos that finish before an earlier one wait in the driver (to be written in manifest order):
+    # in memory up to this many bytes, then in <output.dir>/.reorder/ on disk.
+    reorder_memory_bytes: int = 256 * 1024**2
     prepare_num_cpus: float = 0.5   # fetch + probe + captions, per task
     prepare_concurrency: int = 2
     decode_num_cpus: float = 1.0    # segment + decode (ffmpeg), per task

@@ -2,8 +2,9 @@
 
 Ray Data streams the manifest's rows through the stages (pipeline/stages.py: fetch -> probe ->
 transcript -> [asr actors] -> segment -> decode -> [embed actors]), one `map_batches` per stage with
-its resources from the `ray` config section; the driver takes the finished videos in manifest order
-(`preserve_order`) and appends their samples to shards (pipeline/shards.py), recording every video's
+its resources from the `ray` config section; the driver takes the finished videos as they come, puts them back in
+manifest order (`InOrder`: early arrivals wait in memory, or on disk past `ray.reorder_memory_bytes`,
+so one slow video never stalls the workers) and appends their samples to shards (pipeline/shards.py), recording every video's
 outcome in the ledger (pipeline/ledger.py). See ARCHITECTURE.md, "Pipeline: resume guarantee".
 
 Why the driver writes: shard contents must not depend on which worker finished first. Videos reach the
@@ -27,6 +28,7 @@ import fcntl
 import logging
 import os
 import pickle
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -119,6 +121,58 @@ def _chunks(items: Iterable[VideoWork], size: int) -> Iterator[list[VideoWork]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+class InOrder:
+    """Yield finished videos in manifest order whatever order they arrive in.
+
+    Early arrivals wait in memory up to `memory_bytes` (their pickled size), beyond that in files under
+    `spool_dir` (deleted as they are used; the folder is only a cache: a crash just redoes those videos).
+    """
+
+    def __init__(self, orders: Iterable[int], spool_dir: Path, memory_bytes: int):
+        self.expected = list(orders)
+        self.position = 0
+        self.spool_dir = spool_dir
+        self.memory_bytes = memory_bytes
+        self.in_memory: dict[int, bytes] = {}
+        self.on_disk: set[int] = set()
+        self.held_bytes = 0
+
+    def _take(self, order: int) -> VideoWork:
+        if order in self.in_memory:
+            blob = self.in_memory.pop(order)
+            self.held_bytes -= len(blob)
+            return pickle.loads(blob)
+        path = self.spool_dir / f"{order}.pkl"
+        item = pickle.loads(path.read_bytes())
+        path.unlink()
+        self.on_disk.discard(order)
+        return item
+
+    def push(self, item: VideoWork) -> Iterator[VideoWork]:
+        if self.position < len(self.expected) and item.order == self.expected[self.position]:
+            self.position += 1
+            yield item
+        else:
+            blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+            if self.held_bytes + len(blob) <= self.memory_bytes:
+                self.in_memory[item.order] = blob
+                self.held_bytes += len(blob)
+            else:
+                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                (self.spool_dir / f"{item.order}.pkl").write_bytes(blob)
+                self.on_disk.add(item.order)
+        while self.position < len(self.expected) and (
+                self.expected[self.position] in self.in_memory or self.expected[self.position] in self.on_disk):
+            order = self.expected[self.position]
+            self.position += 1
+            yield self._take(order)
+
+    def check_complete(self) -> None:
+        if self.position != len(self.expected):
+            missing = self.expected[self.position]
+            raise JobError(f"the stages returned no result for manifest position {missing}; rerun to resume")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,7 +321,8 @@ def ray_session(cfg: PipelineConfig) -> Iterator[None]:
                      include_dashboard=False, _temp_dir=r.temp_dir, **quiet)
         started = True
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # the write order is the manifest order (determinism)
+    # Results stream back as they finish (no head-of-line blocking in Ray); InOrder restores the order.
+    ctx.execution_options.preserve_order = False
     ctx.enable_progress_bars = False             # ours (videos, samples, throughput) instead
     ctx.print_on_execution_start = False
     if cfg.ray.max_inflight_bytes:
@@ -321,6 +376,7 @@ def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = 
     out_dir = Path(cfg.output.dir)
     shards_dir = out_dir / cfg.shards.subdir
     with _exclusive(out_dir):
+        shutil.rmtree(out_dir / ".reorder", ignore_errors=True)  # a crashed run's early arrivals: redone
         removed = clean_incomplete(shards_dir)
         ledger = Ledger(out_dir / "ledger.sqlite")
         try:
@@ -334,6 +390,7 @@ def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = 
             show = cfg.ray.progress_bar if progress is None else progress
             _process(cfg, inputs.work(finished, ledger), committer, todo, use_ray, show)
             committer.commit()  # the last, partial shard
+            shutil.rmtree(out_dir / ".reorder", ignore_errors=True)
             counts = ledger.counts()
         finally:
             ledger.close()
@@ -360,13 +417,17 @@ def _process(cfg: PipelineConfig, work: Iterator[VideoWork], committer: Committe
         session = ray_session(cfg) if use_ray else contextlib.nullcontext()
         with session:
             for chunk in _chunks(work, cfg.ray.chunk_rows):
+                in_order = InOrder([it.order for it in chunk], Path(cfg.output.dir) / ".reorder",
+                                   cfg.ray.reorder_memory_bytes)
                 stream = _stream_ray(chunk, cfg) if use_ray else _stream_local(chunk, cfg, local_stages)
-                for item in stream:
-                    committer.add(item)
-                    bar.update(1)
-                    elapsed = max(time.time() - started, 1e-9)
-                    bar.set_postfix(samples=committer.counts["samples"], failed=committer.counts["failed"],
-                                    vps=f"{committer.counts['processed'] / elapsed:.2f}")
+                for arrived in stream:
+                    for item in in_order.push(arrived):
+                        committer.add(item)
+                        bar.update(1)
+                        elapsed = max(time.time() - started, 1e-9)
+                        bar.set_postfix(samples=committer.counts["samples"], failed=committer.counts["failed"],
+                                        vps=f"{committer.counts['processed'] / elapsed:.2f}")
+                in_order.check_complete()
     finally:
         bar.close()
 

@@ -162,3 +162,25 @@ def test_downloads_are_deleted_after_the_samples_unless_kept(corpus, tmp_path, k
     assert summary["written"] == 1 and summary["samples"] == 2
     left = [p for p in (out / "scratch").rglob("*") if p.is_file()] if (out / "scratch").exists() else []
     assert bool(left) == keep
+
+
+def test_in_order_restores_manifest_order_spilling_to_disk(tmp_path):
+    from pipeline.run import InOrder, JobError
+    from pipeline.stages import VideoWork
+
+    def item(order):
+        return VideoWork(order=order, row={"video_id": f"v{order}", "pad": "x" * 1000})
+
+    in_order = InOrder([2, 5, 7, 9], tmp_path / "spool", memory_bytes=1500)  # room for one early arrival
+    got = []
+    for order in (9, 7, 2, 5):
+        got += [it.order for it in in_order.push(item(order))]
+        if order == 7:
+            assert len(list((tmp_path / "spool").glob("*.pkl"))) == 1  # the second early one went to disk
+    assert got == [2, 5, 7, 9]
+    in_order.check_complete()
+    assert not list((tmp_path / "spool").glob("*.pkl"))
+    incomplete = InOrder([1, 2], tmp_path / "spool", 0)
+    list(incomplete.push(item(2)))
+    with pytest.raises(JobError):
+        incomplete.check_complete()
