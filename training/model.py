@@ -135,7 +135,8 @@ class VideoEncoder(nn.Module):
         """[1, t, Dv]; linearly resampled when a clip has another number of slices than the preset."""
         emb = self.temporal_embed
         if slices != emb.shape[1]:
-            emb = F.interpolate(emb.transpose(1, 2), size=slices, mode="linear", align_corners=False).transpose(1, 2)
+            emb = F.interpolate(emb.transpose(1, 2).float(), size=slices, mode="linear",
+                                align_corners=False).transpose(1, 2).to(self.temporal_embed.dtype)
         return emb
 
     def _spatial_embed(self, grid: int) -> torch.Tensor:
@@ -144,8 +145,8 @@ class VideoEncoder(nn.Module):
         old = math.isqrt(emb.shape[1])
         if grid != old:
             emb = emb.reshape(1, old, old, -1).permute(0, 3, 1, 2)
-            emb = F.interpolate(emb, size=(grid, grid), mode="bicubic", align_corners=False)
-            emb = emb.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)
+            emb = F.interpolate(emb.float(), size=(grid, grid), mode="bicubic", align_corners=False)
+            emb = emb.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(self.pos_embed.dtype)
         return emb
 
     def forward(self, video: torch.Tensor, mask_ratio: float = 0.0,

@@ -234,16 +234,23 @@ def test_describe_prints_counts_without_downloading(capsys):
     assert counts["total"] == counts["video"] + counts["text"] + counts["sort"]
     assert "not available locally" in counts["text_config"]
     assert main(["describe", "--preset", "nope"]) == 2
+    assert main(["describe", "--preset", "tiny"]) == 0
+    tiny = json.loads(capsys.readouterr().out)
+    assert tiny["video"] < 5e6 and 20e6 < tiny["text"] < 25e6                  # MiniLM-L6: 22.7M
 
 
 def test_bf16_weights_take_fp32_video_and_keep_the_losses_in_fp32(tiny_small):
     model = TVTS(tiny_small.cfg)
     model.load_state_dict(tiny_small.state_dict())
     model = model.to(torch.bfloat16)
-    out = model(make_batch(model.cfg, batch=2))
+    batch = make_batch(model.cfg, batch=2)
+    out = model(batch)
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert model.video.patch_embed.proj.weight.grad.dtype == torch.bfloat16
+    image_text = {"video": torch.randn(2, 3, 1, 96, 96), "text_ids": batch["text_ids"][:, 0],
+                  "text_mask": batch["text_mask"][:, 0]}     # another image size: embeddings resampled
+    assert torch.isfinite(model(image_text, mode="post")["loss"])
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
