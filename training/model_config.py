@@ -100,11 +100,13 @@ class ModelConfig:
 def preset_path(name_or_path: str | Path) -> Path:
     """`tiny` -> training/presets/tiny.yaml; a path to a YAML file is taken as is."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
+    if path.is_file():
         return path
+    known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    if path.suffix in (".yaml", ".yml"):
+        raise ConfigError(f"model preset file {path} does not exist (known presets: {known})")
     candidate = PRESET_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
         raise ConfigError(f"unknown model preset '{name_or_path}': known presets {known}, or pass a YAML file path")
     return candidate
 
