@@ -84,7 +84,7 @@ class RayConfig:
     asr_num_cpus: float = 1.0       # per ASR actor (the model is loaded once per actor)
     asr_num_gpus: float = 0.0
     asr_actors: int = 1
-    asr_batch_size: int = 4
+    asr_batch_size: int = 1         # rows per actor call: captioned rows pass through, so keep it small
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
     embed_actors: int = 1

@@ -410,12 +410,13 @@ def _process(cfg: PipelineConfig, work: Iterator[VideoWork], committer: Committe
              use_ray: bool, show: bool) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True, file=sys.stderr)
-    started = time.time()
     local_stages: dict = {}
-    try:
-        session = ray_session(cfg) if use_ray else contextlib.nullcontext()
-        with session:
+    # Nothing left to do (a rerun of a finished job): no Ray to start; malformed rows are still recorded.
+    session = ray_session(cfg) if use_ray and todo else contextlib.nullcontext()
+    with session:  # Ray starts first: the bar's rate counts only the work
+        bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True, file=sys.stderr)
+        started = time.time()
+        try:
             for chunk in _chunks(work, cfg.ray.chunk_rows):
                 in_order = InOrder([it.order for it in chunk], Path(cfg.output.dir) / ".reorder",
                                    cfg.ray.reorder_memory_bytes)
@@ -428,8 +429,8 @@ def _process(cfg: PipelineConfig, work: Iterator[VideoWork], committer: Committe
                         bar.set_postfix(samples=committer.counts["samples"], failed=committer.counts["failed"],
                                         vps=f"{committer.counts['processed'] / elapsed:.2f}")
                 in_order.check_complete()
-    finally:
-        bar.close()
+        finally:
+            bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:
