@@ -281,7 +281,7 @@ class DecodeStage:
                 continue
             members = {f"{i:03d}.jpg": jpeg for i, jpeg in enumerate(frames.jpegs)}
             meta = sample_json(item, plan, frames, self.cfg)
-            members["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+            members["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
             n_words = sum(len(w["words"]) for w in meta["windows"])
             item.samples.append(ShardSample(key=plan.key, video_id=item.video_id, members=members,
                                             span_start=plan.start, span_end=plan.end, n_words=n_words))
@@ -316,7 +316,7 @@ class EmbedStage:
             sample.members["clip.npy"] = buffer.getvalue()
             meta = json.loads(sample.members["json"])
             meta.setdefault("meta", {})["clip_model"] = self.embedder.fingerprint
-            sample.members["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+            sample.members["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
 
     def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
         return run_stage("embed", items, self.one, self.cfg)
