@@ -71,3 +71,38 @@ def test_ray_train_runs_the_same_training_function(tmp_path, shards):
     assert [r["step"] for r in rows] == [1, 2]
     assert "on 2 rank(s)" in stdout and "ZeRO stage 2" in stdout
     assert (out / "model_fp32.pt").is_file()
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_launcher_leaves_no_orphan_ranks(tmp_path, shards):
+    import time
+
+    import psutil
+
+    from tests.training.train_helpers import torchrun_cmd
+
+    out = tmp_path / "orphans"
+    config = write_config(tmp_path / "c.yaml", str(shards / "shard-*.tar"), out, max_steps=500, checkpoint_every=1000)
+    proc = subprocess.Popen(torchrun_cmd(config), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and metrics(out)):
+            assert proc.poll() is None, "training stopped before its first step"
+            time.sleep(0.5)
+        ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                 if "training.pretrain" in " ".join(p.cmdline())]
+        assert len(ranks) == 2
+        proc.kill()                                           # SIGKILL the launcher only
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(ranks, timeout=20)
+        assert not alive, f"ranks outlived their launcher: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+        for p in psutil.process_iter():                       # never leave our ranks behind
+            try:
+                if str(config) in " ".join(p.cmdline()):
+                    p.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
