@@ -29,6 +29,11 @@ class ModelConfig:
     num_gpus: float = 0.0  # per Ray embedding actor; fractional shares one GPU between actors
     concurrency: int = 1  # Ray embedding actors
     threads: int = 0  # torch CPU threads per embedder (0: torch's default)
+    # Preprocessing: "center" is open_clip's (short side to size, centre crop); "squash" resizes the whole
+    # frame. photometric_norm standardises each frame per channel (brightness/contrast invariance).
+    # Both change the features, so both are part of the model fingerprint.
+    crop: Literal["center", "squash"] = "center"
+    photometric_norm: bool = False
 
     def validate(self) -> None:
         if not self.random_init and not self.pretrained:

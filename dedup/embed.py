@@ -63,7 +63,8 @@ class FrameEmbedder:
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str = "", random_init: bool = False, seed: int = 0,
                  image_size: int = 0, batch_size: int = 32, device: str = "auto", precision: str = "auto",
-                 threads: int = 0, frames_column: str = "frames", output_column: str = "clip", **_ignored: Any):
+                 threads: int = 0, crop: str = "center", photometric_norm: bool = False,
+                 frames_column: str = "frames", output_column: str = "clip", **_ignored: Any):
         torch = require("torch")
         open_clip = require("open_clip", "open_clip_torch", "frame features")
         if not random_init and not pretrained:
@@ -78,6 +79,10 @@ class FrameEmbedder:
             precision = "fp32"  # fp16 on CPU is slow or unsupported; bf16 is kept if asked for
         self.precision = precision
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        if crop not in ("center", "squash"):
+            raise ValueError(f"crop={crop!r}: use 'center' (open_clip's preprocessing) or 'squash'")
+        self.crop = crop
+        self.photometric_norm = photometric_norm
         self.batch_size = batch_size
         self.frames_column = frames_column
         self.output_column = output_column
@@ -103,7 +108,9 @@ class FrameEmbedder:
             probe = torch.zeros(1, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
             self.dim = int(self.visual(probe).shape[-1])
         self.model_name = model
-        self.fingerprint = f"{model}@{self.image_size}:{weights_id(pretrained, random_init, seed)}:{self._weights_hash()}"
+        options = ("" if crop == "center" else f"+{crop}") + ("+pnorm" if photometric_norm else "")
+        self.fingerprint = (f"{model}@{self.image_size}{options}:{weights_id(pretrained, random_init, seed)}:"
+                            f"{self._weights_hash()}")
 
     def _weights_hash(self) -> str:
         """Hash of every weight tensor: equal fingerprints mean bit-identical weights (same features)."""
@@ -119,10 +126,15 @@ class FrameEmbedder:
         torch = require("torch")
         F = torch.nn.functional
         size = self.image_size
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()  # [1,3,H,W]
+        pixels = np.ascontiguousarray(image)
+        if not pixels.flags.writeable:  # torch refuses read-only buffers (np.frombuffer, memmaps)
+            pixels = pixels.copy()
+        x = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float()  # [1, 3, H, W]
         h, w = x.shape[-2:]
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        if self.crop == "squash":  # the whole frame, aspect not kept (robust to crops that keep the aspect)
+            nh = nw = size
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
         top, left = (nh - size) // 2, (nw - size) // 2
@@ -131,6 +143,12 @@ class FrameEmbedder:
     def preprocess(self, images: Sequence[np.ndarray]):
         torch = require("torch")
         batch = torch.stack([self._to_tensor(img) for img in images]) / 255.0  # [B, 3, S, S]
+        if self.photometric_norm:
+            # Per frame and channel: zero mean, unit std, mapped back to the model's input statistics, so a
+            # brightness/contrast change of a re-upload does not move the features.
+            mean = batch.mean(dim=(2, 3), keepdim=True)
+            std = batch.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+            return ((batch - mean) / std).to(self.dtype)
         return ((batch - self._mean) / self._std).to(self.dtype)
 
     # ---- features -----------------------------------------------------------------------------------
@@ -165,4 +183,5 @@ def embedder_kwargs(model_cfg: Any) -> dict:
     """FrameEmbedder keyword arguments from a `dedup.config.ModelConfig`."""
     return dict(model=model_cfg.model, pretrained=model_cfg.pretrained, random_init=model_cfg.random_init,
                 seed=model_cfg.seed, image_size=model_cfg.image_size, batch_size=model_cfg.batch_size,
-                device=model_cfg.device, precision=model_cfg.precision, threads=model_cfg.threads)
+                device=model_cfg.device, precision=model_cfg.precision, threads=model_cfg.threads,
+                crop=model_cfg.crop, photometric_norm=model_cfg.photometric_norm)

@@ -1,0 +1,125 @@
+"""Benchmark of the leakage job's two hot loops, each against a baseline measured in the same run.
+
+1. Search: corpus frames (queries, default 1M) against downstream frames (the index, default 100k),
+   random unit vectors of dim 512. Flat (exact IndexFlatIP) is the baseline: its throughput and its
+   answers (recall@1 ground truth) come from the first --flat-queries queries; IVF and HNSW search all
+   queries. Prints queries/s, recall@1 vs Flat and the speed ratio vs Flat.
+2. Embedding: the job's FrameEmbedder (batched torch preprocessing + image tower) vs a bare open_clip
+   forward (open_clip's own PIL preprocess + encode_image) on the same frames, same batch size.
+
+    .venv/bin/python bench/leakage.py                      # full sizes (a few minutes on 2 cores)
+    .venv/bin/python bench/leakage.py --corpus-frames 200000 --downstream-frames 20000 --frames 64
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def bench_search(args: argparse.Namespace) -> None:
+    from dedup.index import build_index, search
+
+    rng = np.random.default_rng(0)
+    base = unit(rng, args.downstream_frames, args.dim)
+    # Queries near database points (like re-uploads) and plain random ones, half and half.
+    near_idx = rng.integers(0, len(base), args.corpus_frames // 2)
+    queries = np.concatenate([base[near_idx] + 0.3 * unit(rng, len(near_idx), args.dim) / np.sqrt(2),
+                              unit(rng, args.corpus_frames - len(near_idx), args.dim)])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    queries = queries[rng.permutation(len(queries))]
+    print(f"search: {len(queries):,} queries x {len(base):,} indexed, dim {args.dim}, k={args.k}")
+    results = {}
+    for kind in ("flat", "ivf", "hnsw"):
+        t0 = time.perf_counter()
+        built = build_index(base, kind, ivf_nlist=args.ivf_nlist, ivf_nprobe=args.ivf_nprobe, hnsw_m=args.hnsw_m,
+                            hnsw_ef_search=args.hnsw_ef, use_gpu=not args.cpu)
+        build_s = time.perf_counter() - t0
+        q = queries[: args.flat_queries] if kind == "flat" else queries
+        t0 = time.perf_counter()
+        _, ids = search(built, q, args.k, batch=args.batch)
+        search_s = time.perf_counter() - t0
+        results[kind] = (len(q) / search_s, ids[: args.flat_queries, 0], build_s, len(q))
+    flat_qps, truth = results["flat"][0], results["flat"][1]
+    print(f"{'index':<6} {'queries':>10} {'build s':>8} {'queries/s':>11} {'x Flat':>7} {'recall@1':>9}")
+    for kind, (qps, top1, build_s, n) in results.items():
+        recall = float((top1 == truth).mean())
+        print(f"{kind:<6} {n:>10,} {build_s:>8.1f} {qps:>11,.0f} {qps / flat_qps:>7.2f} {recall:>9.4f}")
+
+
+def bench_embed(args: argparse.Namespace) -> None:
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from dedup.embed import FrameEmbedder
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, size=(args.frames, 256, 341, 3), dtype=np.uint8)  # shard-sized frames
+    job = FrameEmbedder(args.model, random_init=True, image_size=args.image_size, batch_size=args.embed_batch,
+                        threads=args.threads)
+    job.embed(frames[:2])
+    t0 = time.perf_counter()
+    job.embed(frames)
+    job_fps = len(frames) / (time.perf_counter() - t0)
+
+    kwargs = {"force_image_size": args.image_size} if args.image_size else {}
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=None, **kwargs)
+    model.eval()
+    pil = [Image.fromarray(f) for f in frames]
+    with torch.no_grad():
+        model.encode_image(torch.stack([preprocess(p) for p in pil[:2]]))
+        t0 = time.perf_counter()
+        for start in range(0, len(pil), args.embed_batch):
+            batch = torch.stack([preprocess(p) for p in pil[start:start + args.embed_batch]])
+            feats = model.encode_image(batch)
+            torch.nn.functional.normalize(feats, dim=-1).numpy().astype(np.float16)
+        bare_fps = len(pil) / (time.perf_counter() - t0)
+    print(f"embedding: {args.frames} frames 256x341 -> {args.model}@{job.image_size}, batch {args.embed_batch}, "
+          f"{args.threads} threads, device {job.device}")
+    print(f"  bare open_clip (PIL preprocess + encode_image): {bare_fps:8.1f} frames/s")
+    print(f"  job FrameEmbedder.embed:                        {job_fps:8.1f} frames/s  ({job_fps / bare_fps:.2f}x bare)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus-frames", type=int, default=1_000_000)
+    p.add_argument("--downstream-frames", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--k", type=int, default=1)
+    p.add_argument("--flat-queries", type=int, default=20_000, help="queries for Flat (baseline and recall truth)")
+    p.add_argument("--batch", type=int, default=8192)
+    p.add_argument("--ivf-nlist", type=int, default=0)
+    p.add_argument("--ivf-nprobe", type=int, default=16)
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--hnsw-ef", type=int, default=64)
+    p.add_argument("--cpu", action="store_true", help="never use GPU faiss")
+    p.add_argument("--frames", type=int, default=128, help="frames for the embedding benchmark")
+    p.add_argument("--model", default="ViT-B-32")
+    p.add_argument("--image-size", type=int, default=0)
+    p.add_argument("--embed-batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--skip-embed", action="store_true")
+    args = p.parse_args()
+    if not args.skip_search:
+        bench_search(args)
+    if not args.skip_embed:
+        bench_embed(args)
+
+
+if __name__ == "__main__":
+    main()

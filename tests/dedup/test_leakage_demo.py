@@ -1,0 +1,124 @@
+"""The leakage job on the demo corpus and its planted-leak downstream set (pipeline/demo_downstream.py).
+
+Corpus shards are cut from the demo videos with the pipeline's own probe + decode (tests/dedup/helpers.py),
+so this test does not depend on the whole pipeline job. Features are random-init open_clip with the
+demo config's preprocessing (configs/demo.yaml, `leakage.model`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.dedup.helpers import demo_downstream_config, demo_videos, write_shards_from_videos
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_model_section() -> dict:
+    """The model settings the demo config uses (so the test checks what `make demo` runs)."""
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    return dict(demo["leakage"]["model"])
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_corpus: Path, tmp_path_factory) -> dict:
+    from common.config import load_config
+    from dedup.config import LeakageConfig
+    from dedup.leakage import run
+
+    work = tmp_path_factory.mktemp("leakage-demo")
+    write_shards_from_videos(demo_videos(demo_corpus), work / "shards", span_s=20.0)
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["leakage"]
+    cfg = {"model": demo_model_section(), "search": demo.get("search", {}),
+           "corpus": {"shards": str(work / "shards" / "shard-*.tar"), "manifest": str(demo_corpus / "manifest.jsonl")},
+           "downstream": demo_downstream_config(demo_corpus), "output": {"dir": str(work / "out"), "top_pairs": 12}}
+    path = work / "leakage.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = run(load_config(LeakageConfig, path))
+    truth = json.loads((demo_corpus / "downstream" / "ground_truth.json").read_text())
+    return {"result": result, "truth": truth, "work": work, "config": path}
+
+
+def _pair_id(p: dict) -> tuple[str, str, str]:
+    return (p["corpus_video_id"], p["downstream_dataset"], p["downstream_video_id"])
+
+
+def test_every_planted_leak_is_flagged_and_ranked_above_unrelated_pairs(demo_run: dict):
+    pairs = json.loads((demo_run["result"].out_dir / "report.json").read_text())
+    leaks = {(l["corpus_video_id"], l["dataset"], l["downstream_video_id"]): l["kind"] for l in demo_run["truth"]["leaks"]}
+    assert len(leaks) == 7
+    best_rank: dict[tuple, int] = {}
+    for p in pairs:
+        best_rank.setdefault(_pair_id(p), p["rank"])
+    missing = [k for k in leaks if k not in best_rank]
+    assert not missing, f"planted leaks not flagged: {missing}"
+    for key, kind in leaks.items():
+        pair = next(p for p in pairs if _pair_id(p) == key)
+        assert pair["kind"] == kind if kind == "source_id" else kind in pair["kinds"], (key, pair)
+    unrelated = [p["rank"] for p in pairs if _pair_id(p) not in leaks]
+    worst_leak = max(best_rank[k] for k in leaks)
+    assert not unrelated or worst_leak < min(unrelated), (worst_leak, min(unrelated))
+    # Below the threshold nothing is a leak either (the near misses of the report).
+    near = demo_run["result"].summary["near_misses"]
+    leak_sims = [p["similarity"] for p in pairs if _pair_id(p) in leaks and p["similarity"] is not None]
+    assert all(n["similarity"] < min(leak_sims) for n in near if _pair_id(n) not in leaks)
+
+
+def test_report_renders_in_headless_chromium(demo_run: dict, tmp_path: Path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    report = demo_run["result"].out_dir / "report.html"
+    html = report.read_text()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # opens offline
+    screenshot = tmp_path / "report.png"
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    env = dict(os.environ, HOME=str(tmp_path))
+    subprocess.run(base + [f"--screenshot={screenshot}", "--window-size=1280,2000", report.as_uri()],
+                   check=True, capture_output=True, timeout=120, env=env)
+    assert screenshot.is_file() and screenshot.stat().st_size > 20_000
+    dom = subprocess.run(base + ["--dump-dom", report.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=120, env=env).stdout
+    assert "id=\"random-init\"" in dom and dom.index("random-init") < dom.index("<h1")  # the first line says so
+    for table in ("datasets", "pairs", "near-misses", "sweep-table"):
+        assert f'id="{table}"' in dom
+    assert dom.count("<img") >= 2 + 2 * 6  # histogram, sweep, and both frames of the visual leaks
+    assert dom.count("data:image/jpeg;base64,") >= 12 and 'id="histogram"' in dom
+    shutil.copy(screenshot, demo_run["work"] / "report.png")
+
+
+def test_blocklist_names_the_leaked_videos_and_rewrite_drops_them(demo_run: dict, tmp_path: Path, capsys):
+    from dedup.__main__ import main
+    from dedup.blocklist import read_blocklist
+    from dedup.corpus import expand_shards, iter_samples
+
+    out = demo_run["result"].out_dir
+    blocked = read_blocklist([out / "blocklist.txt"])
+    leaked_videos = {l["corpus_video_id"] for l in demo_run["truth"]["leaks"]}
+    assert leaked_videos <= blocked
+    shards = str(demo_run["work"] / "shards" / "shard-*.tar")
+    assert main(["rewrite-shards", "--shards", shards, "--blocklist", str(out / "blocklist.txt"),
+                 "--out", str(tmp_path / "clean")]) == 0
+    kept = list(iter_samples(expand_shards(str(tmp_path / "clean" / "shard-*.tar"))))
+    before = list(iter_samples(expand_shards(shards)))
+    assert kept and all(s.video_id not in blocked for s in kept)
+    assert len(kept) == sum(1 for s in before if s.video_id not in blocked)
+    assert sorted((tmp_path / "clean").glob("shard-*_stats.json"))  # committed like pipeline shards
+
+
+def test_rerun_reuses_cached_downstream_features(demo_run: dict):
+    from common.config import load_config
+    from dedup.config import LeakageConfig
+    from dedup.leakage import run
+
+    again = run(load_config(LeakageConfig, demo_run["config"]))
+    assert all(d["features_cached"] for d in again.summary["datasets"].values())
+    first = [(_pair_id(p), p["kind"], p["similarity"]) for p in demo_run["result"].pairs]
+    assert [(_pair_id(p), p["kind"], p["similarity"]) for p in again.pairs] == first
