@@ -1,7 +1,8 @@
 """Benchmark: TVTS forward+backward samples/s against a plain-PyTorch baseline measured in the same run.
 
-    python bench/model.py [--preset tiny] [--batch 8] [--steps 10] [--device cpu|cuda] [--bf16]
+    python bench/model.py [--preset tiny] [--batch 8] [--steps 10] [--rounds 3] [--device cpu|cuda] [--bf16]
                           [--peak-tflops 989]
+    GPU recipe check:  python bench/model.py --preset base --set text.pretrained=false --device cuda --bf16 --batch 24
 
 1. Parameter counts of the tiny, base and large presets (`python -m training describe`; the base video
    tower must be about 86M: ViT-B/16 + its projection).
@@ -38,7 +39,6 @@ def timed(steps_by_name: dict, steps: int, device: str, rounds: int = 3) -> dict
             torch.cuda.synchronize()
 
     for step in steps_by_name.values():        # warm-up
-        step()
         step()
     best = {name: float("inf") for name in steps_by_name}
     for _ in range(rounds):
@@ -87,7 +87,8 @@ def main() -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="calls per timed round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (each candidate keeps its best)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (the GPU recipe)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for MFU (H200 bf16 dense)")
@@ -123,7 +124,7 @@ def main() -> int:
         return step
 
     times = timed({"masked": video_step(ours, mask_ratio=cfg.video.mask_ratio),
-                   "full": video_step(ours, mask_ratio=0.0), "plain": video_step(plain)}, args.steps, dev)
+                   "full": video_step(ours, mask_ratio=0.0), "plain": video_step(plain)}, args.steps, dev, args.rounds)
     t_masked, t_full, t_plain = times["masked"], times["full"], times["plain"]
     rows = {"ours, mask %.2f" % cfg.video.mask_ratio: t_masked, "ours, no mask": t_full,
             "nn.TransformerEncoder, no mask (baseline)": t_plain}
@@ -142,7 +143,7 @@ def main() -> int:
             out = model(batch)
         out["loss"].backward()
 
-    t_step = timed({"step": train_step}, args.steps, dev, rounds=2)["step"]
+    t_step = timed({"step": train_step}, args.steps, dev, args.rounds)["step"]
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter:
         train_step()
