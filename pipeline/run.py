@@ -321,6 +321,8 @@ def ray_session(cfg: PipelineConfig) -> Iterator[None]:
                      include_dashboard=False, _temp_dir=r.temp_dir, **quiet)
         started = True
     ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start,
+             ctx.execution_options.resource_limits)
     # Results stream back as they finish (no head-of-line blocking in Ray); InOrder restores the order.
     ctx.execution_options.preserve_order = False
     ctx.enable_progress_bars = False             # ours (videos, samples, throughput) instead
@@ -332,6 +334,9 @@ def ray_session(cfg: PipelineConfig) -> Iterator[None]:
     try:
         yield
     finally:
+        # leave the process's Ray Data context as it was (other jobs may run in this process)
+        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start,
+         ctx.execution_options.resource_limits) = saved
         if started:
             ray.shutdown()
 
