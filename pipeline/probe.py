@@ -117,7 +117,9 @@ def rotation_of(stream: dict[str, Any]) -> int:
 
 
 def _ffprobe_json(path: str, cfg: ProbeConfig, extra: list[str], timeout: float) -> dict[str, Any]:
-    args = [cfg.ffprobe, "-v", "error", "-hide_banner", "-of", "json", *extra, "-i", safe_input(path)]
+    # An absolute path is never read as an option (`-x`) or a protocol (`a:b.mp4`); URLs stay as they are.
+    target = path if "://" in path else os.path.abspath(path)
+    args = [cfg.ffprobe, "-v", "error", "-hide_banner", "-of", "json", *extra, "-i", safe_input(target)]
     try:
         result = run(args, timeout=timeout)
     except ProcTimeout:

@@ -72,6 +72,8 @@ def test_missing_file_and_dash_name(tmp_path, media):
     os.chdir(tmp_path)
     try:
         assert probe("-i.mp4").duration == pytest.approx(4.0, abs=0.1)
+        (tmp_path / "a:b.mp4").write_bytes(media["good"].read_bytes())  # not the protocol "a:"
+        assert probe("a:b.mp4").duration == pytest.approx(4.0, abs=0.1)
     finally:
         os.chdir(cwd)
 
