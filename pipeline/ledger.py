@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS outcomes (
     attempts    INTEGER NOT NULL DEFAULT 1,
     updated     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS shards (
     idx     INTEGER PRIMARY KEY,
     name    TEXT NOT NULL,
@@ -118,6 +122,13 @@ class Ledger:
             "skip_reasons": reasons,
             "stage_seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
         }
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # --- writing
     def _upsert(self, video_id: str, fields: dict[str, Any]) -> None:

@@ -374,6 +374,38 @@ def _check_models(cfg: PipelineConfig) -> None:
             raise JobError(f"embed.enabled is true but dedup.embed cannot be imported: {exc}", code=2) from None
 
 
+# Config sections that change what lands in the shards (not how fast or from where).
+OUTPUT_SECTIONS = ("transcript", "asr", "segment", "decode", "embed", "shards", "seed")
+NOT_OUTPUT_KEYS = {"asr": ("device", "cpu_threads", "build_tiny_if_missing"), "embed": ("device", "batch_size"),
+                   "decode": ("timeout_s", "audio_timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s")}
+
+
+def output_fingerprint(cfg: PipelineConfig) -> str:
+    """A hash of the settings that shape the samples: a rerun into the same output.dir must match it."""
+    import hashlib
+    import json
+
+    full = to_dict(cfg)
+    picked = {}
+    for name in OUTPUT_SECTIONS:
+        value = full[name]
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in NOT_OUTPUT_KEYS.get(name, ())}
+        picked[name] = value
+    return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_same_settings(ledger: Ledger, cfg: PipelineConfig) -> None:
+    fingerprint = output_fingerprint(cfg)
+    known = ledger.get_meta("output_fingerprint")
+    if known is None:
+        ledger.set_meta("output_fingerprint", fingerprint)
+    elif known != fingerprint:
+        raise JobError(f"{cfg.output.dir} holds shards made with other settings (sections "
+                       f"{', '.join(OUTPUT_SECTIONS)}: fingerprint {known}, now {fingerprint}); resuming would mix "
+                       "them: use a new output.dir or the settings of the first run", code=2)
+
+
 def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = True,
             progress: bool | None = None) -> dict:
     """Run (or resume) the job into cfg.output.dir; returns the summary (also written to summary.json)."""
@@ -386,6 +418,7 @@ def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = 
         ledger = Ledger(out_dir / "ledger.sqlite")
         try:
             reconciled = ledger.reconcile(read_stats(shards_dir))
+            _check_same_settings(ledger, cfg)
             _check_models(cfg)
             inputs = Inputs(cfg)
             finished = ledger.finished_ids(retry_failed=retry_failed)

@@ -187,3 +187,15 @@ def test_in_order_restores_manifest_order_spilling_to_disk(tmp_path):
     list(incomplete.push(item(2)))
     with pytest.raises(JobError):
         incomplete.check_complete()
+
+
+def test_rerun_with_other_output_settings_is_refused(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--set", f"input.manifest={corpus}", "--set", f"output.dir={out}", "--set", "asr.enabled=false",
+            "--set", "input.limit=1", "--no-ray", "--no-progress"]
+    assert main(base) == 0
+    assert main(base + ["--set", "ray.num_cpus=1", "--set", "decode.timeout_s=60"]) == 0  # speed only: fine
+    capsys.readouterr()
+    assert main(base + ["--set", "decode.short_side=128"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and str(out) in err
