@@ -115,7 +115,7 @@ def load_downstream(spec: DownstreamSpec, embedder: Any, cache_dir: Path) -> Dow
     ds.failures["no_video_file"] = len(ds.videos) - len(todo)
     for i, video in tqdm(todo, desc=f"downstream {spec.name}", unit="video"):
         try:
-            decoded = decode_frames(video.path, spec.frames, short_side=max(embedder.image_size, 64))
+            decoded = decode_frames(video.path, spec.frames, short_side=max(embedder.image_size, 256))
             vectors = embedder.embed(decoded.frames)
         except StageError as exc:
             ds.failures[exc.error_class] += 1
