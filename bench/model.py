@@ -129,7 +129,7 @@ def main() -> int:
     rows = {"ours, mask %.2f" % cfg.video.mask_ratio: t_masked, "ours, no mask": t_full,
             "nn.TransformerEncoder, no mask (baseline)": t_plain}
     for name, t in rows.items():
-        print(f"video fwd+bwd  {name:42s} {B / t:9.1f} samples/s")
+        print(f"video fwd+bwd  {name:42s} {B / t:9.3g} samples/s")
     print(f"ratio masked / baseline     {t_plain / t_masked:5.2f}x")
     print(f"ratio unmasked / baseline   {t_plain / t_full:5.2f}x")
     del ours, plain
@@ -149,16 +149,16 @@ def main() -> int:
         train_step()
     flops = counter.get_total_flops()
     result = {"preset": cfg.name, "batch": B, "device": dev, "bf16": args.bf16,
-              "train_step_samples_per_s": round(B / t_step, 2),
-              "video_masked_samples_per_s": round(B / t_masked, 2),
-              "video_baseline_samples_per_s": round(B / t_plain, 2),
+              "train_step_samples_per_s": round(B / t_step, 4),
+              "video_masked_samples_per_s": round(B / t_masked, 4),
+              "video_baseline_samples_per_s": round(B / t_plain, 4),
               "ratio_masked_vs_baseline": round(t_plain / t_masked, 3),
               "ratio_unmasked_vs_baseline": round(t_plain / t_full, 3),
               "train_step_gflops_per_sample": round(flops / B / 1e9, 2),
               "achieved_tflops": round(flops / t_step / 1e12, 4)}
     if dev == "cuda":
         result["mfu"] = round(flops / t_step / (args.peak_tflops * 1e12), 4)
-    print(f"TVTS fwd+bwd (both losses) {B / t_step:9.1f} samples/s, {flops / B / 1e9:.2f} GFLOP/sample, "
+    print(f"TVTS fwd+bwd (both losses) {B / t_step:9.3g} samples/s, {flops / B / 1e9:.2f} GFLOP/sample, "
           f"{flops / t_step / 1e12:.3f} TFLOP/s" + (f", MFU {result['mfu']:.1%}" if "mfu" in result else ""))
     print(json.dumps(result))
     return 0
