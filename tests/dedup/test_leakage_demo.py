@@ -30,10 +30,15 @@ def demo_model_section() -> dict:
 def demo_run(demo_corpus: Path, tmp_path_factory) -> dict:
     from common.config import load_config
     from dedup.config import LeakageConfig
+    from dedup.embed import FrameEmbedder
     from dedup.leakage import run
 
     work = tmp_path_factory.mktemp("leakage-demo")
-    write_shards_from_videos(demo_videos(demo_corpus), work / "shards", span_s=20.0)
+    # The shards carry `clip.npy` as the pipeline's embed stage writes it (same model, same fingerprint),
+    # so the job reads the stored corpus features instead of recomputing them.
+    embedder = FrameEmbedder(**demo_model_section())
+    write_shards_from_videos(demo_videos(demo_corpus), work / "shards", span_s=20.0, embed=embedder.embed,
+                             clip_model=embedder.fingerprint)
     demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["leakage"]
     cfg = {"model": demo_model_section(), "search": demo.get("search", {}),
            "corpus": {"shards": str(work / "shards" / "shard-*.tar"), "manifest": str(demo_corpus / "manifest.jsonl")},
@@ -53,6 +58,8 @@ def test_every_planted_leak_is_flagged_and_ranked_above_unrelated_pairs(demo_run
     pairs = json.loads((demo_run["result"].out_dir / "report.json").read_text())
     leaks = {(l["corpus_video_id"], l["dataset"], l["downstream_video_id"]): l["kind"] for l in demo_run["truth"]["leaks"]}
     assert len(leaks) == 7
+    corpus = demo_run["result"].summary["corpus"]
+    assert corpus["samples_read"] > 0 and corpus["features"] == {"stored": corpus["samples_read"]}
     best_rank: dict[tuple, int] = {}
     for p in pairs:
         best_rank.setdefault(_pair_id(p), p["rank"])
