@@ -121,15 +121,14 @@ class FrameEmbedder:
         return digest.hexdigest()
 
     # ---- preprocessing -------------------------------------------------------------------------------
-    def _to_tensor(self, image: np.ndarray):
-        """uint8 [H, W, 3] -> float [3, S, S]: shorter side to S (bicubic), centre crop."""
+    def _resize_crop(self, pixels: np.ndarray):
+        """uint8 [B, H, W, 3] (one size) -> float [B, 3, S, S]: shorter side to S (bicubic), centre crop."""
         torch = require("torch")
         F = torch.nn.functional
         size = self.image_size
-        pixels = np.ascontiguousarray(image)
         if not pixels.flags.writeable:  # torch refuses read-only buffers (np.frombuffer, memmaps)
             pixels = pixels.copy()
-        x = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float()  # [1, 3, H, W]
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float()  # [B,3,H,W]
         h, w = x.shape[-2:]
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
@@ -138,14 +137,23 @@ class FrameEmbedder:
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
         top, left = (nh - size) // 2, (nw - size) // 2
-        return x[0, :, top:top + size, left:left + size].clamp(0, 255)  # [3, S, S]
+        return x[:, :, top:top + size, left:left + size].clamp(0, 255)  # [B, 3, S, S]
 
     def preprocess(self, images: Sequence[np.ndarray]):
+        """Images -> the model's input [B, 3, S, S]; images of one size are resized in one call."""
         torch = require("torch")
-        batch = torch.stack([self._to_tensor(img) for img in images]) / 255.0  # [B, 3, S, S]
+        out = [None] * len(images)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            by_shape.setdefault(tuple(img.shape), []).append(i)
+        for idx in by_shape.values():
+            resized = self._resize_crop(np.stack([images[i] for i in idx]))
+            for j, i in enumerate(idx):
+                out[i] = resized[j]
+        batch = torch.stack(out) / 255.0  # [B, 3, S, S]
         if self.photometric_norm:
-            # Per frame and channel: zero mean, unit std, mapped back to the model's input statistics, so a
-            # brightness/contrast change of a re-upload does not move the features.
+            # Per frame and channel: zero mean, unit std, so a brightness/contrast change of a re-upload
+            # does not move the features.
             mean = batch.mean(dim=(2, 3), keepdim=True)
             std = batch.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
             return ((batch - mean) / std).to(self.dtype)
