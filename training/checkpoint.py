@@ -103,13 +103,25 @@ def load_rank_state(tag_dir: Path, rank: int) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def architecture(model: dict | None) -> dict | None:
+    """The model config without the settings that do not change the weights' shapes or meaning
+    (activation checkpointing, where the initial weights came from)."""
+    if model is None:
+        return None
+    model = json.loads(json.dumps(model))
+    model.get("video", {}).pop("grad_checkpointing", None)
+    model.get("video", {}).pop("init", None)
+    model.get("text", {}).pop("pretrained", None)
+    return model
+
+
 def check_compatible(tag_dir: Path, run_info: dict[str, Any], check_world: bool = True) -> None:
     """Refuse a checkpoint of another model or another world size, in one line."""
     path = tag_dir / "run.json"
     if not path.is_file():
         raise ResumeError(f"checkpoint {tag_dir} has no run.json: not written by training.pretrain")
     saved = json.loads(path.read_text())
-    if saved.get("preset") != run_info["preset"] or saved.get("model") != run_info["model"]:
+    if saved.get("preset") != run_info["preset"] or architecture(saved.get("model")) != architecture(run_info["model"]):
         what = (f"preset '{saved.get('preset')}'" if saved.get("preset") != run_info["preset"]
                 else "the same preset name with other model settings")
         raise ResumeError(f"checkpoint {tag_dir} is of {what}, this run is preset '{run_info['preset']}': "

@@ -225,11 +225,9 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     """Run (or continue) the training job on this rank; returns a summary dict (rank 0's view)."""
     import deepspeed
     import torch.distributed as dist
-    from training.data import LoaderSettings, build_loader
+    from training.data import LoaderSettings, build_loader, expand_shards, load_blocklist
     from training.model import TVTS, build_tokenizer
     from training.model_config import load_preset
-
-    from training.data import expand_shards, load_blocklist
 
     rank, world = setup_distributed(cfg.train.dist_timeout_s)
     expand_shards(cfg.data.shards)            # bad paths fail here, in one line, before any model is built

@@ -56,3 +56,23 @@ def test_kill_rank_then_resume_gives_the_same_curve(shards, tmp_path):
     assert other.returncode == 2
     error = [line for line in other.stdout.splitlines() if line.startswith("error")]
     assert len(error) == 1 and "preset 'tiny'" in error[0] and "preset 'base'" in error[0], other.stdout[-2000:]
+
+
+def test_compatibility_check_is_about_the_architecture(tmp_path):
+    import json
+
+    from training.checkpoint import ResumeError, check_compatible
+
+    model = {"name": "tiny", "video": {"depth": 4, "grad_checkpointing": False}, "text": {"pretrained": True}}
+    (tmp_path / "run.json").write_text(json.dumps({"preset": "tiny", "model": model, "world_size": 2,
+                                                   "mode": "pretrain"}))
+    same = {"preset": "tiny", "model": {**model, "video": {"depth": 4, "grad_checkpointing": True}},
+            "world_size": 2, "mode": "pretrain"}
+    check_compatible(tmp_path, same)                               # activation checkpointing may change
+    with pytest.raises(ResumeError, match="other model settings"):
+        check_compatible(tmp_path, {**same, "model": {**model, "video": {"depth": 6}}})
+    with pytest.raises(ResumeError, match="written by 2 ranks, this run has 4"):
+        check_compatible(tmp_path, {**same, "world_size": 4})
+    check_compatible(tmp_path, {**same, "world_size": 4}, check_world=False)   # a finished run: nothing to load
+    with pytest.raises(ResumeError, match="'pretrain' run, this is 'post'"):
+        check_compatible(tmp_path, {**same, "mode": "post"})
