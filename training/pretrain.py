@@ -33,7 +33,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
                         help="continue from DIR (an output.dir, its checkpoints/ or one checkpoint folder); "
