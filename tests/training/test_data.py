@@ -170,3 +170,19 @@ def test_ranks_read_disjoint_samples(shards, tokenizer):
         seen.append({k for b in loader for k in b["keys"]})
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     assert len(seen[0] | seen[1]) == 36
+
+
+def test_resampled_stream_is_endless_and_resumable(shards, tokenizer):
+    cfg = data_cfg(shards, resampled=True, num_workers=2)
+    first = build_loader(cfg, settings(), tokenizer)
+    keys = []
+    for i, batch in enumerate(first):
+        keys.append(batch["keys"])
+        if i == 4:
+            state = first.state_dict()
+        if i == 12:                                   # more batches than one pass over the data
+            break
+    assert first.epoch == 0                           # no epoch boundaries
+    second = build_loader(cfg, settings(), tokenizer)
+    second.load_state_dict(state)
+    assert [b["keys"] for b in take(second, 8)] == keys[5:13]
