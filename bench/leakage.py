@@ -86,15 +86,15 @@ def bench_embed(args: argparse.Namespace) -> None:
     kwargs = {"force_image_size": args.image_size} if args.image_size else {}
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=None, **kwargs)
-    model.eval()
+    model = model.eval().to(job.device, job.dtype)  # same device and precision as the job's embedder
     pil = [Image.fromarray(f) for f in frames]
     with torch.no_grad():
-        model.encode_image(torch.stack([preprocess(p) for p in pil[:2]]))
+        model.encode_image(torch.stack([preprocess(p) for p in pil[:2]]).to(job.device, job.dtype))
         t0 = time.perf_counter()
         for start in range(0, len(pil), args.embed_batch):
             batch = torch.stack([preprocess(p) for p in pil[start:start + args.embed_batch]])
-            feats = model.encode_image(batch)
-            torch.nn.functional.normalize(feats, dim=-1).numpy().astype(np.float16)
+            feats = model.encode_image(batch.to(job.device, job.dtype)).float()
+            torch.nn.functional.normalize(feats, dim=-1).cpu().numpy().astype(np.float16)
         bare_fps = len(pil) / (time.perf_counter() - t0)
     print(f"embedding: {args.frames} frames 256x341 -> {args.model}@{job.image_size}, batch {args.embed_batch}, "
           f"{args.threads} threads, device {job.device}")
