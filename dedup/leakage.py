@@ -282,7 +282,7 @@ class LeakageResult:
     out_dir: Path
 
 
-def _global_tables(sets: list[DownstreamSet]):
+def _global_tables(sets: list[DownstreamSet], dim: int):
     """Concatenate the datasets' frames into one index space; global video index = (dataset, video)."""
     from dedup.match import FrameTable
 
@@ -298,7 +298,6 @@ def _global_tables(sets: list[DownstreamSet]):
         frame.append(ds.frame_index)
         times.append(ds.frame_time)
         offset += len(ds.videos)
-    dim = next((f.shape[1] for f in feats), 0)
     table = FrameTable(video=np.concatenate(video) if video else np.zeros(0, np.int64),
                        frame=np.concatenate(frame) if frame else np.zeros(0, np.int32),
                        time=np.concatenate(times) if times else np.zeros(0, np.float32))
@@ -330,7 +329,7 @@ def run(cfg: LeakageConfig) -> LeakageResult:
             print(f"error: downstream dataset {ds.spec.name!r} skipped: {ds.error}")
     if all(ds.error for ds in sets):
         raise JobError("no downstream dataset could be read (see the errors above)")
-    feats, table, owners = _global_tables(sets)
+    feats, table, owners = _global_tables(sets, embedder.dim)
     built = build_index(feats, cfg.search.index, cfg.search.flat_max, cfg.search.ivf_nlist, cfg.search.ivf_nprobe,
                         cfg.search.hnsw_m, cfg.search.hnsw_ef_search, cfg.search.use_gpu, cfg.seed)
     print(f"index: {built.kind}{' (GPU)' if built.on_gpu else ''} over {built.size} downstream frames "

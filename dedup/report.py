@@ -128,7 +128,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd
 .warn{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px;font-weight:600}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.num{text-align:right}.pair img{display:block;max-width:240px}
-.kind-source_id{color:#8e44ad;font-weight:600}.kind-visual{color:#c0392b;font-weight:600}.kind-none{color:#777}
+.kind-source_id{color:#8e44ad;font-weight:600}.kind-text{color:#16a085;font-weight:600}.kind-visual{color:#c0392b;font-weight:600}.kind-none{color:#777}
 .plots img{margin-right:16px;border:1px solid #eee}
 """
 
@@ -214,6 +214,8 @@ def render_html(cfg: Any, pairs: list[dict], summary: dict, near: list[dict]) ->
                 f"<br>matching frames {p.get('matching_frames', 0)} / {p.get('corpus_frames', '')}"
                 + (f"<br>YouTube id {_e(p['youtube_id'])}" if p.get("youtube_id") else "")
                 + (f"<br>label {_e(p['downstream_label'])}" if p.get("downstream_label") else "")
+                + (f"<br>text similarity {_fmt_sim(p['text_similarity'])}<br>caption: {_e(p.get('caption'))}"
+                   f"<br>transcript: {_e(p.get('transcript'))}" if p.get("text_similarity") is not None else "")
                 + "</td></tr>")
         parts.append("</table>")
 
