@@ -59,6 +59,14 @@ def test_flat_file_and_overrides(tmp_path):
     assert cfg.train.eval_every is None
 
 
+def test_float_accepts_exponent_without_dot(tmp_path):
+    # YAML 1.1 parses 5e-4 as a string; a user writing it means a number.
+    cfg = load_config(JobConfig, write(tmp_path, "train:\n  lr: 5e-4\n"), ["train.lr=3e-4"])
+    assert cfg.train.lr == 3e-4
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(JobConfig, write(tmp_path, "seed: 1\n"), ["train.lr=fast"])
+
+
 def test_multi_job_file_takes_own_section_and_shared_keys(tmp_path):
     path = write(tmp_path, "seed: 5\npipeline:\n  output: {dir: a}\npretrain:\n  output: {dir: b}\n  seed: 9\n")
     assert load_config(JobConfig, path, job="pipeline").output.dir == "a"
