@@ -32,6 +32,7 @@ import numpy as np
 
 from common.atomic import write_bytes, write_json
 from common.config import add_config_args, load_from_args
+from common.donemark import inputs_fingerprint, is_done, mark_done
 from dedup.config import DownstreamSpec, LeakageConfig
 from dedup.corpus import expand_shards, iter_samples, sample_features
 from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL, DownstreamFormatError, DownstreamVideo, read_dataset
@@ -550,12 +551,24 @@ def print_summary(result: LeakageResult) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dedup leakage", description=__doc__.split("\n\n")[0])
     add_config_args(parser)
+    parser.add_argument("--force", action="store_true",
+                        help="run even when the inputs and config are unchanged since the last finished run")
     args = parser.parse_args(argv)
     cfg = load_from_args(LeakageConfig, args, job="leakage")
+    # Finished before with the same config and the same shard/annotation files: nothing to redo.
+    inputs = [*expand_shards(cfg.corpus.shards), *(a for spec in cfg.downstream for a in spec.annotations)]
+    if cfg.corpus.manifest:
+        inputs.append(cfg.corpus.manifest)
+    fingerprint = inputs_fingerprint(cfg, inputs)
+    outputs = ("report.html", "report.json", "blocklist.txt")
+    if not args.force and is_done(cfg.output.dir, fingerprint, outputs):
+        print(f"leakage check up to date (inputs unchanged; --force to redo): {Path(cfg.output.dir) / 'report.html'}")
+        return 0
     try:
         result = run(cfg)
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print_summary(result)
+    mark_done(cfg.output.dir, fingerprint)
     return 0
