@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 from common.deps import require
 from pipeline.errors import StageError
 from pipeline.probe import VideoInfo
-from pipeline.proc import ProcTimeout, run, stderr_tail
+from pipeline.proc import ProcTimeout, run, run_media_tool, stderr_tail
 
 PTS_TIME = re.compile(rb"\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(-?[0-9.eE+-]+)")
 # A frame whose time is this close below a requested time counts as "at" it (timebases such as 1/15360
@@ -102,15 +102,8 @@ def _ffmpeg_args(cfg: DecodeConfig, stream) -> list[str]:
 
 
 def _run_ffmpeg(args: list[str], cfg: DecodeConfig, path: str, timeout: float) -> bytes:
-    try:
-        result = run(args, timeout=timeout)
-    except ProcTimeout:
-        raise StageError("decode", "decode_timeout", f"ffmpeg ran longer than {timeout:g}s on {path}") from None
-    except FileNotFoundError:
-        raise StageError("decode", "tool_missing", f"{cfg.ffmpeg} is not installed: apt-get install ffmpeg") from None
-    if result.returncode != 0:
-        raise StageError("decode", "decode_failed", f"ffmpeg failed on {path}: {stderr_tail(result.stderr)}")
-    return result
+    return run_media_tool(args, timeout, stage="decode", path=path, failed_class="decode_failed",
+                          failed_what="ffmpeg failed on")
 
 
 def _split_frames(raw: bytes, width: int, height: int) -> list[bytes]:

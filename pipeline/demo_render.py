@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_path
 from common.deps import require
 from pipeline.demo_script import COLOURS, FPS, HEIGHT, MOVES, POSITIONS, SAMPLE_RATE, WIDTH, Scene, VideoScript
 from pipeline.proc import ProcFailed, ProcTimeout, kill_tree, run
@@ -203,21 +204,14 @@ def encode_lavfi(source: str, seconds: float, out: Path, extra_filters: str = ""
     out.parent.mkdir(parents=True, exist_ok=True)
     video = f"{source}=size={size}:rate={fps}" if "=" not in source else f"{source}:size={size}:rate={fps}"
     chain = video + (f",{extra_filters}" if extra_filters else "") + f",trim=duration={seconds}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        codec = codec or X264 + AAC
+    codec = codec or X264 + AAC
+    with atomic_path(out) as tmp:
         args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", chain]
         if "-an" not in codec:
             args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={SAMPLE_RATE}:duration={seconds}",
                      "-map", "0:v", "-map", "1:a"]
-        args += ["-t", str(seconds)] + codec + BITEXACT + [tmp]
+        args += ["-t", str(seconds)] + codec + BITEXACT + [str(tmp)]
         run(args, timeout, check=True)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return out
 
 
@@ -226,23 +220,15 @@ def transcode(src: Path, out: Path, start: float, seconds: float, video_filters:
     """A transformed copy of [start, start+seconds) of `src` (re-encoded, resized, cropped, ...)."""
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                 "-ss", f"{start:.3f}", "-t", f"{seconds:.3f}", "-i", str(src)]
         if video_filters:
             args += ["-vf", video_filters]
         if fps:
             args += ["-r", str(fps)]
-        args += codec + BITEXACT + [tmp]
+        args += codec + BITEXACT + [str(tmp)]
         run(args, timeout, check=True)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
-from pipeline.proc import ProcTimeout, run, safe_input, stderr_tail
+from pipeline.proc import run_media_tool, safe_input
 
 
 @dataclasses.dataclass
@@ -120,14 +120,8 @@ def _ffprobe_json(path: str, cfg: ProbeConfig, extra: list[str], timeout: float)
     # An absolute path is never read as an option (`-x`) or a protocol (`a:b.mp4`); URLs stay as they are.
     target = path if "://" in path else os.path.abspath(path)
     args = [cfg.ffprobe, "-v", "error", "-hide_banner", "-of", "json", *extra, "-i", safe_input(target)]
-    try:
-        result = run(args, timeout=timeout)
-    except ProcTimeout:
-        raise StageError("probe", "probe_timeout", f"ffprobe ran longer than {timeout:g}s on {path}") from None
-    except FileNotFoundError:
-        raise StageError("probe", "tool_missing", f"{cfg.ffprobe} is not installed: apt-get install ffmpeg") from None
-    if result.returncode != 0:
-        raise StageError("probe", "not_video", f"ffprobe cannot read {path}: {stderr_tail(result.stderr)}")
+    result = run_media_tool(args, timeout, stage="probe", path=path, failed_class="not_video",
+                            failed_what="ffprobe cannot read")
     try:
         return json.loads(result.stdout.decode("utf-8", "replace") or "{}")
     except ValueError:

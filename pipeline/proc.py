@@ -172,3 +172,21 @@ def wait_or_kill(proc: subprocess.Popen, timeout: float) -> int:
             kill_tree(proc)
             raise ProcTimeout(proc.args if isinstance(proc.args, list) else [str(proc.args)], timeout)
         time.sleep(0.05)
+
+
+def run_media_tool(args: Sequence[str], timeout: float, *, stage: str, path: str, failed_class: str,
+                   failed_what: str) -> subprocess.CompletedProcess:
+    """Run ffmpeg/ffprobe for one input, turning each way it can fail into a classified StageError:
+    a timeout -> `<stage>_timeout`, a missing binary -> `tool_missing`, a non-zero exit -> `failed_class`
+    (its message: "<failed_what> <path>: <stderr tail>")."""
+    from pipeline.errors import StageError
+
+    try:
+        result = run(args, timeout=timeout)
+    except ProcTimeout:
+        raise StageError(stage, f"{stage}_timeout", f"{args[0]} ran longer than {timeout:g}s on {path}") from None
+    except FileNotFoundError:
+        raise StageError(stage, "tool_missing", f"{args[0]} is not installed: apt-get install ffmpeg") from None
+    if result.returncode != 0:
+        raise StageError(stage, failed_class, f"{failed_what} {path}: {stderr_tail(result.stderr)}")
+    return result

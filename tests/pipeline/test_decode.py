@@ -59,15 +59,17 @@ def test_auto_mode():
 
 def test_only_the_span_is_read(media, monkeypatch):
     """-ss and -t are input options (before -i): ffmpeg demuxes from the keyframe before the span, no more."""
+    import pipeline.proc as proc_mod
+
+    info = probe(media["long"])
     calls = []
-    real_run = decode_mod.run
+    real_run = proc_mod.run
 
     def spy(args, timeout, **kw):
         calls.append(list(args))
         return real_run(args, timeout, **kw)
 
-    monkeypatch.setattr(decode_mod, "run", spy)
-    info = probe(media["long"])
+    monkeypatch.setattr(proc_mod, "run", spy)
     decode_frames(media["long"], info, [20.0 + i * 0.5 for i in range(16)], DecodeConfig(mode="span"))
     (args,) = calls
     i = args.index("-i")
