@@ -53,7 +53,7 @@ from pipeline.demo_render import render_corpus_video
 from pipeline.demo_script import EspeakError, VideoScript
 
 # Bump when any output changes for the same arguments: cached corpora (the tests' fixture) key on it.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 DEFAULT_VIDEOS = 24
 PLAN_FILE, DONE_FILE = ".demo-plan.json", ".demo-done.json"
 MANAGED = ("videos", "captions", "downstream", "manifest.jsonl", "narration.jsonl", "README.md", DONE_FILE)

@@ -21,7 +21,7 @@ Planted leaks (kind "visual"): six segments of corpus videos, each re-encoded an
 (stronger compression, upscaling, centre crop, fps + brightness change, resize to short side 256, corner
 crop + squash), two per dataset. One leak of kind "source_id": a Kinetics row whose youtube_id is a
 corpus video's `meta.youtube_id`; its clip's pixels are unrelated, so only the id gives it away.
-Unrelated clips: ffmpeg test sources (testsrc2, mandelbrot, life, cellauto, gradients, smptebars,
+Unrelated clips: ffmpeg test sources (testsrc2, mandelbrot, life, cellauto, smptebars,
 rgbtestsrc) and a moving drawbox, plus two "hard negatives": shape videos drawn by the corpus renderer
 from scripts that are not in the corpus.
 """
@@ -142,10 +142,10 @@ def plan(seed: int, scripts: list[VideoScript]) -> list[Clip]:
         ("msrvtt", "smptebars", "hue=H=2*PI*t/10", "colour bars slowly changing hue"),
         ("msrvtt", None, "", "shapes on a striped background"),
         ("ucf101", "life=ratio=0.5:seed=3", "", "cells of a game of life"),
-        ("ucf101", "cellauto=rule=110", "", "a cellular automaton growing"),
+        ("ucf101", "cellauto=rule=110:seed=11", "", "a cellular automaton growing"),
         ("ucf101", None, "", "shapes on a striped background"),
-        ("kinetics400", "gradients=speed=0.05:seed=5", "", "drifting colour gradients"),
-        ("kinetics400", "rgbtestsrc", "noise=alls=40:allf=t", "a noisy rgb test pattern"),
+        ("kinetics400", "testsrc2", "hue=h=t*40,boxblur=4", "a blurred, colour-cycling test pattern"),
+        ("kinetics400", "rgbtestsrc", "boxblur=2", "a blurred rgb test pattern"),
         ("kinetics400", "color=c=0x203040",
          "drawbox=x='mod(t*60\\,280)':y=100:w=40:h=40:color=yellow:t=fill", "a yellow square sliding right"),
     ]
