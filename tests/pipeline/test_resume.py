@@ -119,7 +119,9 @@ def test_kill_driver_then_rerun(corpus, reference, tmp_path):
         _kill_all(_descendants(proc, known))
     assert proc.returncode == -signal.SIGKILL
     half_written = bool(_open_temp(out))
-    assert 1 <= len(_done_stats(out)) < 3
+    # On an idle machine the last shard can close between the check and the kill: the kill then lands
+    # in the ledger/summary commit, which the rerun must also survive.
+    assert 1 <= len(_done_stats(out)) <= 3
 
     rerun = subprocess.run([sys.executable, "-m", "pipeline", "run", *_args(corpus, out)], cwd=ROOT,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=600)
