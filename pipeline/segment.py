@@ -6,7 +6,8 @@ Public API (stable; pipeline/run.py calls it):
   between windows), frames (16 bins over the span), frames_per_bin (1: one frame at each bin centre;
   P > 1: P evenly spaced candidates per bin, so the loader can still jitter), min_words_per_window (3),
   max_silence (longest stretch of the span without speech, seconds; None = no limit),
-  max_samples_per_video (upper bound of samples cut from one video), attempts_per_slot (retries of a
+  max_samples_per_video (upper bound of samples cut from one video), samples_per_slot (spans drawn per
+  slot: 1 = no overlap), attempts_per_slot (retries of a
   slot whose first candidate is filtered out), seed.
 - `plan_samples(video_id, duration, words, cfg) -> (list[SamplePlan], dict[reason, count])`.
 - `SamplePlan(key, video_id, start, end, windows: list[Window], frame_times: list[float])` with
@@ -17,8 +18,10 @@ Public API (stable; pipeline/run.py calls it):
 Placement. The usable range [0, duration - 1) is split into n equal slots, n = min(max_samples_per_video,
 (duration - 1) // max(span_choices)), so that every span choice fits inside any slot. In each slot a
 span length is drawn from `span_choices` and its start uniformly from [slot start, slot end - span):
-samples never overlap, and every start lies in [0, duration - span - 1) as the spec asks (all placement
-is done in integer milliseconds, so keys and times agree exactly). The random
+with samples_per_slot = 1 samples never overlap; with N > 1 each slot gets N spans at distinct random
+starts that overlap each other (a small corpus's stand-in for the original's fresh random span per video
+per epoch). Every start lies in [0, duration - span - 1) as the spec asks (all placement is done in
+integer milliseconds, so keys and times agree exactly); samples come out in time order. The random
 numbers come from `random.Random` seeded with SHA-256 of (seed, video id), never Python's `hash()`, so
 the same input gives the same samples on any machine and any rerun. Videos too short for one slot of the
 longest span use the longest span choice that fits (one sample).
@@ -62,6 +65,11 @@ class SegmentConfig:
     min_words_per_window: int = 3
     max_silence: float | None = 8.0
     max_samples_per_video: int = 8
+    # Spans drawn in each slot. 1: samples never overlap. N > 1: N spans at different random starts in the
+    # same slot, overlapping each other; so a small corpus gets more samples, and a sentence lands in
+    # different window positions, as it does across the original's epochs (one random span per video
+    # per epoch). Overlapping samples share frames.
+    samples_per_slot: int = 1
     attempts_per_slot: int = 3
     seed: int = 0
 
@@ -81,9 +89,9 @@ class SegmentConfig:
             raise ConfigError(f"config key 'segment.gap': must be >= 0, got {self.gap}")
         if self.frames < 1 or self.frames_per_bin < 1:
             raise ConfigError("config keys 'segment.frames' and 'segment.frames_per_bin' must be >= 1")
-        if self.max_samples_per_video < 1 or self.attempts_per_slot < 1:
-            raise ConfigError("config keys 'segment.max_samples_per_video' and 'segment.attempts_per_slot' "
-                              "must be >= 1")
+        if self.max_samples_per_video < 1 or self.attempts_per_slot < 1 or self.samples_per_slot < 1:
+            raise ConfigError("config keys 'segment.max_samples_per_video', 'segment.samples_per_slot' and "
+                              "'segment.attempts_per_slot' must be >= 1")
         if self.min_words_per_window < 0:
             raise ConfigError("config key 'segment.min_words_per_window' must be >= 0")
         if self.max_silence is not None and self.max_silence <= 0:
@@ -188,7 +196,7 @@ def _check_candidate(start: float, span: float, words: Sequence[Word], starts: l
 
 def plan_samples(video_id: str, duration: float | None, words: Sequence[Word],
                  cfg: SegmentConfig) -> tuple[list[SamplePlan], dict[str, int]]:
-    """Place up to cfg.max_samples_per_video non-overlapping samples; return them and reason -> count.
+    """Place up to cfg.max_samples_per_video samples (see "Placement"); return them and reason -> count.
 
     `words` must be sorted by start (a Transcript's words are); `duration` is the video's duration in
     seconds (None or non-finite: the end of the last word is used).
@@ -209,22 +217,30 @@ def plan_samples(video_id: str, duration: float | None, words: Sequence[Word],
     rng = rng_for(video_id, cfg.seed)
     n_slots = min(cfg.max_samples_per_video, max(1, usable_ms // spans_ms[-1]))
     plans: list[SamplePlan] = []
+    taken: set[int] = set()  # start times (ms) already used: a key is never planned twice
     for slot in range(n_slots):
         slot_lo = -(-slot * usable_ms // n_slots)  # ceil
         slot_hi = (slot + 1) * usable_ms // n_slots  # floor
         choices = [s for s in spans_ms if s < slot_hi - slot_lo]
         if not choices:
             continue
-        for _attempt in range(cfg.attempts_per_slot):
-            span_ms = rng.choice(choices)
-            # start + span < slot_hi <= next slot's start: samples never overlap
-            start_ms = slot_lo + rng.randrange(slot_hi - slot_lo - span_ms)
-            start, span = start_ms / 1000.0, span_ms / 1000.0
-            reason, windows = _check_candidate(start, span, words, starts, ends, cfg)
-            if reason is not None:
-                reasons[reason] = reasons.get(reason, 0) + 1
-                continue
-            plans.append(SamplePlan(sample_key(video_id, start), video_id, start, (start_ms + span_ms) / 1000.0,
-                                    windows, frame_times(start, span, cfg)))
-            break
+        for _draw in range(cfg.samples_per_slot):
+            if len(plans) >= cfg.max_samples_per_video:
+                break
+            for _attempt in range(cfg.attempts_per_slot):
+                span_ms = rng.choice(choices)
+                # start + span < slot_hi <= next slot's start: samples of different slots never overlap
+                start_ms = slot_lo + rng.randrange(slot_hi - slot_lo - span_ms)
+                if start_ms in taken:
+                    continue
+                start, span = start_ms / 1000.0, span_ms / 1000.0
+                reason, windows = _check_candidate(start, span, words, starts, ends, cfg)
+                if reason is not None:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                    continue
+                taken.add(start_ms)
+                plans.append(SamplePlan(sample_key(video_id, start), video_id, start,
+                                        (start_ms + span_ms) / 1000.0, windows, frame_times(start, span, cfg)))
+                break
+    plans.sort(key=lambda plan: plan.start)
     return plans, reasons

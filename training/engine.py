@@ -271,13 +271,14 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
             log(f"initialised from {t.init_from} (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
     seed_everything(cfg.seed, rank)              # per-rank masks, shuffles and augmentation
     ds_config = deepspeed_config(cfg, world)
+    trainable = [p for p in model.parameters() if p.requires_grad]   # a locked text tower is left out
     client_optimizer = None
     if "optimizer" not in ds_config:
-        client_optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas),
+        client_optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=tuple(t.betas),
                                              weight_decay=t.weight_decay)
     factor = lr_lambda(cfg)
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+        model=model, model_parameters=trainable,
         optimizer=client_optimizer, config=ds_config,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor))
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else (torch.float16 if engine.fp16_enabled() else None)

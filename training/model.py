@@ -224,7 +224,7 @@ def load_mae_weights(encoder: VideoEncoder, path: str | Path) -> tuple[list[str]
 
 
 # ----------------------------------------------------------------------------------------------------
-# Text encoder: a Hugging Face model, feature = [CLS] of the last hidden state
+# Text encoder: a Hugging Face model, feature = [CLS] of the last hidden state (or its masked mean)
 # ----------------------------------------------------------------------------------------------------
 def _known_offline_config(name: str):
     """Architecture configs that need no download, for counting and random init of hub-only models."""
@@ -274,9 +274,24 @@ class TextEncoder(nn.Module):
             self.model = AutoModel.from_config(config)
             self.origin = f"random init from {origin}"
         self.width = self.model.config.hidden_size
+        self.frozen = cfg.frozen
+        self.pooling = cfg.pooling
+        if self.frozen:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()                  # a locked tower never runs dropout
+        return self
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # ids, mask [S, L]
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [S, L, Dt]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [S, L, Dt]
+        if self.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(hidden.dtype)                              # [S, L, 1]
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)            # [S, Dt]
         return hidden[:, 0]                                                          # [S, Dt] ([CLS])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from common.config import ConfigError, load_config
 
@@ -60,12 +60,21 @@ class TextConfig:
     pretrained: bool = True          # load the weights of `model`; false: random init from its config
     tokenizer: str | None = None     # defaults to `model`'s folder/name
     max_length: int = 50             # tokens per transcript (the spec's value)
+    # Keep the pretrained weights fixed (LiT-style "locked" tower): only text_proj learns, the encoder
+    # runs without gradients in eval mode. For small corpora (the demo): a 22M-parameter encoder tuned on
+    # a few hundred transcripts memorises them; locked, the video side has to learn to match the text.
+    frozen: bool = False
+    # The transcript feature: "cls" (the spec: last hidden state at [CLS]) or "mean" (masked mean of the
+    # last hidden states: how sentence-transformers models such as all-MiniLM-L6-v2 were trained).
+    pooling: Literal["cls", "mean"] = "cls"
     # Changes to the architecture config before a random init (e.g. a smaller encoder for tests).
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.pretrained and self.config_overrides:
             raise ConfigError("text.config_overrides only applies to a random init: set text.pretrained=false")
+        if self.frozen and not self.pretrained:
+            raise ConfigError("text.frozen=true keeps random weights fixed: it needs text.pretrained=true")
 
 
 @dataclass

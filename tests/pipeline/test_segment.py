@@ -33,6 +33,7 @@ def videos(draw):
         min_words_per_window=draw(st.integers(0, 4)),
         max_silence=draw(st.sampled_from([None, 3.0, 8.0])),
         max_samples_per_video=draw(st.integers(1, 10)),
+        samples_per_slot=draw(st.sampled_from([1, 1, 2, 4])),
         seed=draw(st.integers(0, 3)),
     )
     return video_id, duration, words, cfg
@@ -50,6 +51,8 @@ def test_sample_invariants(video):
     seen_words: set[int] = set()
     spans = []
     for plan in plans:
+        if cfg.samples_per_slot > 1:
+            seen_words = set()  # overlapping samples share words; inside one sample they never repeat
         span = plan.end - plan.start
         assert any(span == pytest.approx(s) for s in cfg.span_choices)
         # the spec's start range: [0, duration - span - 1)
@@ -72,9 +75,10 @@ def test_sample_invariants(video):
         assert plan.frame_times == sorted(plan.frame_times)
         assert all(plan.start < t < plan.end for t in plan.frame_times)
         spans.append((plan.start, plan.end))
-    spans.sort()
-    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
-        assert e0 < s1  # samples of a video never overlap
+    assert spans == sorted(spans)  # planned in time order
+    if cfg.samples_per_slot == 1:
+        for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+            assert e0 < s1  # samples of a video never overlap
     keys = [p.key for p in plans]
     assert len(keys) == len(set(keys))
     # stable: the same input gives the same samples
@@ -99,6 +103,26 @@ def test_several_samples_spread_over_a_long_video():
     # one per slot of (600 - 1) / 8 s: they spread over the whole video
     assert plans[0].start < 75 and plans[-1].start > 520
     assert {round(p.end - p.start) for p in plans} <= {15, 19, 23}
+
+
+def test_samples_per_slot_gives_overlapping_spans_that_move_sentences_between_windows():
+    words = dense_words(65.0)
+    one, _ = plan_samples("v", 65.0, words, SegmentConfig())
+    four, reasons = plan_samples("v", 65.0, words, SegmentConfig(samples_per_slot=4, max_samples_per_video=16))
+    assert len(one) == 2 and len(four) == 8 and reasons == {}          # 2 slots of 32 s, 4 spans each
+    assert len({p.key for p in four}) == 8
+    assert any(b.start < a.end for a, b in zip(four, four[1:]))          # some of them overlap
+    # the same word sits in different window positions of different samples: order is not in the text
+    positions: dict[str, set[int]] = {}
+    for plan in four:
+        for k, window in enumerate(plan.windows):
+            for word in window.words:
+                positions.setdefault(word.word, set()).add(k)
+    assert max(len(ks) for ks in positions.values()) >= 2
+    capped, _ = plan_samples("v", 65.0, words, SegmentConfig(samples_per_slot=4, max_samples_per_video=5))
+    assert len(capped) == 5
+    with pytest.raises(ConfigError, match="samples_per_slot"):
+        SegmentConfig(samples_per_slot=0).validate()
 
 
 def test_filters_and_reasons():

@@ -264,3 +264,35 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(batch, generator=torch.Generator().manual_seed(1))["loss"].backward()
     grad_plain = plain.video.blocks[0].attn.qkv.weight.grad
     assert torch.allclose(grad_plain, ckpt.video.blocks[0].attn.qkv.weight.grad, atol=1e-5)
+
+
+def test_locked_text_tower_gets_no_gradient_and_stays_in_eval_mode():
+    torch.manual_seed(0)
+    model = TVTS(load_preset("tiny", ["video.depth=1", "text.frozen=true"]))
+    model.train()
+    assert not model.text.model.training and model.video.training         # no dropout in the locked tower
+    assert not any(p.requires_grad for p in model.text.model.parameters())
+    tok = build_tokenizer(model.cfg)
+    enc = tok(["a red circle", "two blue squares move up", "it stays on the left", "the star is gone"] * 2,
+              max_length=12, padding="max_length", truncation=True, return_tensors="pt")
+    batch = make_batch(model.cfg, batch=2)
+    batch["text_ids"], batch["text_mask"] = enc["input_ids"].view(2, 4, -1), enc["attention_mask"].view(2, 4, -1)
+    model(batch)["loss"].backward()
+    assert all(p.grad is None for p in model.text.model.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text_proj.parameters())
+    with pytest.raises(ConfigError, match="text.frozen"):
+        load_preset("tiny", ["text.frozen=true", "text.pretrained=false"])
+
+
+def test_mean_pooling_is_the_masked_mean_and_ignores_padding():
+    torch.manual_seed(0)
+    model = TVTS(load_preset("tiny", SMALL_TEXT + ["text.pooling=mean"])).eval()
+    ids = torch.tensor([[101, 2000, 3000, 4000, 102]])
+    short = model.text(ids, torch.ones_like(ids))
+    padded_ids = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([torch.ones_like(ids), torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    padded = model.text(padded_ids, padded_mask)
+    hidden = model.text.model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    assert torch.allclose(short, hidden.mean(dim=1), atol=1e-6)
+    assert torch.allclose(short, padded, atol=1e-5)
+    assert not torch.allclose(short, hidden[:, 0])                          # not the [CLS] feature
