@@ -54,11 +54,18 @@ class CorpusConfig:
     manifest: str = ""
     use_stored_features: bool = True  # read `clip.npy` when its model fingerprint matches
     max_samples: int = 0  # 0: all (a cap for quick looks)
+    # Frames of each corpus sample that are embedded and searched: 0 = every stored frame; N > 0 = N evenly
+    # spaced ones, the centre frame of each of N equal groups (16 frames, N=4 -> 2, 6, 10, 14; N >= 16 -> all;
+    # dedup.corpus.frame_subset). Stored `clip.npy` rows are subset the same way; reports keep original indexes.
+    frames_per_sample: int = 0
 
     def validate(self) -> None:
         if not self.shards:
             raise ConfigError("config key 'corpus.shards' is empty: give the pipeline's shards, e.g. "
                               "data/demo-run/pipeline/shards/shard-*.tar")
+        if self.frames_per_sample < 0:
+            raise ConfigError(f"config key 'corpus.frames_per_sample' must be >= 0 (0: every stored frame), "
+                              f"got {self.frames_per_sample}")
 
 
 @dataclass

@@ -7,6 +7,10 @@ frames.times, windows, meta), optional `clip.npy` (float16 [n_frames, D], L2-nor
 `CorpusFeatures` is the stage `batch -> batch` that fills a `clip` column: the stored `clip.npy` when its
 model fingerprint equals the embedder's, else features computed from the JPEGs. A sample with neither
 frames nor usable features is a counted failure (`no_features`), never a crash.
+
+`corpus.frames_per_sample` (N > 0) embeds and searches only N evenly spaced frames of each sample
+(`frame_subset`); stored rows are subset by the same rule, so stored and computed runs agree, and the
+original index of every row goes along (`frame_indices`) so reports point at the right frame and time.
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ class CorpusSample:
     clip: np.ndarray | None = None  # stored features (float16 [n_frames, D]) if present
     clip_model: str | None = None
     errors: list[str] = field(default_factory=list)
+    # Set by sample_features: the original frame index of each feature row (all frames unless subset).
+    frame_indices: list[int] | None = None
 
 
 def expand_shards(pattern: str) -> list[str]:
@@ -99,43 +105,72 @@ def iter_samples(shards: Iterable[str], counts: Counter | None = None, max_sampl
                 return
 
 
-def sample_features(sample: CorpusSample, embedder: Any, use_stored: bool = True) -> tuple[np.ndarray | None, str]:
-    """(float16 [n_frames, D] L2-normalised, source) or (None, error_class)."""
+def frame_subset(n_frames: int, frames_per_sample: int = 0) -> list[int]:
+    """Original indexes (ascending) of the frames of an `n_frames` sample that are embedded and searched.
+
+    0, or N >= n_frames: all of them. Else the centre frame of each of N equal groups of consecutive
+    frames, floor((2i + 1) * n_frames / (2N)) for i = 0..N-1: 16 frames and N=4 -> 2, 6, 10, 14;
+    N=2 -> 4, 12; N=1 -> 8; N=3 -> 2, 8, 13. Distinct because the groups are more than one frame wide.
+    """
+    if frames_per_sample <= 0 or frames_per_sample >= n_frames:
+        return list(range(n_frames))
+    return [(2 * i + 1) * n_frames // (2 * frames_per_sample) for i in range(frames_per_sample)]
+
+
+def sample_features(sample: CorpusSample, embedder: Any, use_stored: bool = True,
+                    frames_per_sample: int = 0) -> tuple[np.ndarray | None, str]:
+    """(float16 [n, D] L2-normalised, source) or (None, error_class).
+
+    n is the sample's frame count, or with `frames_per_sample` the frames `frame_subset` picks (of the
+    stored rows or of the JPEGs, by the same rule); `sample.frame_indices` gets their original indexes.
+    """
     if use_stored and sample.clip is not None and sample.clip_model == embedder.fingerprint:
         clip = np.asarray(sample.clip)
         if clip.ndim == 2 and clip.shape[1] == embedder.dim and len(clip):
+            chosen = frame_subset(len(clip), frames_per_sample)
+            if len(chosen) < len(clip):
+                clip = clip[chosen]
+            sample.frame_indices = chosen
             return clip.astype(np.float16, copy=False), "stored"
     if not sample.frames:
         return None, "no_features"
+    chosen = frame_subset(len(sample.frames), frames_per_sample)
+    frames = sample.frames if len(chosen) == len(sample.frames) else [sample.frames[i] for i in chosen]
     try:
-        return embedder.embed(sample.frames), "computed"
+        feats = embedder.embed(frames)
+        sample.frame_indices = chosen
+        return feats, "computed"
     except (OSError, ValueError) as exc:  # a JPEG that does not decode
         sample.errors.append(f"frames do not decode: {exc}")
         return None, "bad_frames"
 
 
 class CorpusFeatures:
-    """Stage `batch -> batch` over rows {key, video_id, frames, clip, clip_model, ...}: fills `clip`.
+    """Stage `batch -> batch` over rows {key, video_id, frames, clip, clip_model, ...}: fills `clip`
+    (and `frame_indices`, the original frame index of each feature row, see `frame_subset`).
 
-    Rows whose features cannot be had get `clip = None` and `error = <class>`. Used in process and as a
-    Ray Data actor (`map_batches(CorpusFeatures, fn_constructor_kwargs={"embedder_kwargs": ...})`).
+    Rows whose features cannot be had get `clip = None`, `frame_indices = []` and `error = <class>`. Used
+    in process and as a Ray Data actor (`map_batches(CorpusFeatures, fn_constructor_kwargs={"embedder_kwargs": ...})`).
     """
 
-    def __init__(self, embedder_kwargs: dict, use_stored: bool = True):
+    def __init__(self, embedder_kwargs: dict, use_stored: bool = True, frames_per_sample: int = 0):
         from dedup.embed import FrameEmbedder
 
         self.embedder = FrameEmbedder(**embedder_kwargs)
         self.use_stored = use_stored
+        self.frames_per_sample = frames_per_sample
 
     def __call__(self, batch: dict) -> dict:
-        feats, errors, sources = [], [], []
+        feats, errors, sources, indices = [], [], [], []
         for i in range(len(batch["key"])):
             sample = CorpusSample(key=batch["key"][i], video_id=batch["video_id"][i], shard="",
                                   frames=list(batch["frames"][i]), frame_times=[], meta={},
                                   clip=batch["clip"][i], clip_model=batch["clip_model"][i] or None)
-            clip, source = sample_features(sample, self.embedder, self.use_stored)
+            clip, source = sample_features(sample, self.embedder, self.use_stored, self.frames_per_sample)
             feats.append(clip)
+            indices.append(list(sample.frame_indices or []) if clip is not None else [])
             sources.append(source if clip is not None else "")
             errors.append("" if clip is not None else source)
         batch["clip"], batch["error"], batch["feature_source"] = feats, errors, sources
+        batch["frame_indices"] = indices
         return batch

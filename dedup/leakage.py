@@ -7,7 +7,8 @@
    reuses them. Decode failures are counted per error class.
 2. FAISS index over all downstream frames (Flat up to a size, HNSW/IVF beyond; dedup/index.py).
 3. Corpus side (large), streamed: shards -> samples -> features (stored `clip.npy` when the fingerprint
-   matches, else computed from the JPEGs) -> top-k search per frame -> per (sample, downstream video)
+   matches, else computed from the JPEGs; with corpus.frames_per_sample only N evenly spaced frames of
+   each sample, original frame indexes kept) -> top-k search per frame -> per (sample, downstream video)
    pairs (dedup/match.py). In process, or with Ray Data (`ray.enabled`): embedding actors with
    `num_gpus` each, read by the driver in batches. Nothing holds all corpus features.
 4. Source ids: the same YouTube id in the corpus (manifest `meta.youtube_id`, or the sample's meta) and
@@ -195,7 +196,8 @@ def stream_local(cfg: LeakageConfig, embedder: Any, shards: list[str], counts: C
     for row in _sample_rows(shards, counts, cfg.corpus.max_samples):
         sample = CorpusSample(key=row["key"], video_id=row["video_id"], shard=row["shard"], frames=row["frames"],
                               frame_times=row["frame_times"], meta={}, clip=row["clip"], clip_model=row["clip_model"])
-        feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features)
+        feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features, cfg.corpus.frames_per_sample)
+        row["frame_indices"] = sample.frame_indices
         yield row, feats, source
 
 
@@ -226,7 +228,8 @@ def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterat
 
     ds = ray.data.from_items([{"shard": s} for s in shards]).flat_map(read_shard)
     ds = ds.map_batches(_RayFeatures, fn_constructor_kwargs={"embedder_kwargs": embedder_kwargs(cfg.model),
-                                                             "use_stored": cfg.corpus.use_stored_features},
+                                                             "use_stored": cfg.corpus.use_stored_features,
+                                                             "frames_per_sample": cfg.corpus.frames_per_sample},
                         concurrency=cfg.model.concurrency, num_gpus=cfg.model.num_gpus or None,
                         batch_size=max(1, cfg.model.batch_size // 16), batch_format="pandas")
     n = 0
@@ -234,6 +237,8 @@ def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterat
         for row in batch.to_dict("records"):
             counts["samples_read"] += 1
             feats = _from_npy(row.pop("feats_npy")) if row["feats_npy"] else None
+            indices = row.pop("frame_indices_npy")
+            row["frame_indices"] = _from_npy(indices).tolist() if indices else None
             yield row, feats, row["feature_source"] or row["error"]
             n += 1
             if cfg.corpus.max_samples and n >= cfg.corpus.max_samples:
@@ -257,10 +262,10 @@ def _from_npy(data: bytes) -> np.ndarray:
 class _RayFeatures:
     """Ray actor around CorpusFeatures: rows carry npy bytes (Arrow-friendly) instead of arrays."""
 
-    def __init__(self, embedder_kwargs: dict, use_stored: bool):
+    def __init__(self, embedder_kwargs: dict, use_stored: bool, frames_per_sample: int = 0):
         from dedup.corpus import CorpusFeatures
 
-        self.stage = CorpusFeatures(embedder_kwargs, use_stored)
+        self.stage = CorpusFeatures(embedder_kwargs, use_stored, frames_per_sample)
 
     def __call__(self, frame):  # pandas DataFrame
         batch = {
@@ -272,6 +277,9 @@ class _RayFeatures:
         frame = frame.drop(columns=["clip_npy", "frames"])
         frame["feats_npy"] = [_npy_bytes(f) if f is not None else b"" for f in out["clip"]]
         frame["error"], frame["feature_source"] = out["error"], out["feature_source"]
+        # npy bytes like the features: a list column would be list<null> in a batch where every row failed
+        frame["frame_indices_npy"] = [_npy_bytes(np.asarray(i, np.int32)) if f is not None else b""
+                                      for i, f in zip(out["frame_indices"], out["clip"])]
         return frame
 
 
@@ -375,9 +383,10 @@ def run(cfg: LeakageConfig) -> LeakageResult:
             counts[f"features:{source}"] += 1
             if built.size == 0:
                 continue
-            batch_rows.append({k: row[k] for k in ("key", "video_id", "shard", "frame_times")})
+            batch_rows.append({k: row.get(k) for k in ("key", "video_id", "shard", "frame_times", "frame_indices")})
             batch_feats.append(np.asarray(sample_feats))
             queued += len(sample_feats)
+            counts["frames_searched"] += len(sample_feats)
             if queued >= frames_per_batch:
                 flush()
                 queued = 0
@@ -485,6 +494,7 @@ def _summary(cfg: LeakageConfig, embedder: Any, built: Any, sets: list[Downstrea
         "threshold": cfg.search.threshold, "min_matching_frames": cfg.search.min_matching_frames, "k": cfg.search.k,
         "index": {"kind": built.kind, "on_gpu": built.on_gpu, "frames": built.size},
         "corpus": {"shards_pattern": cfg.corpus.shards, "samples_read": counts["samples_read"],
+                   "frames_per_sample": cfg.corpus.frames_per_sample, "frames_searched": counts["frames_searched"],
                    "videos": len([v for v in corpus_videos.values() if v["samples"]]),
                    "videos_with_youtube_id": sum(1 for v in corpus_videos.values() if v.get("youtube_id")),
                    "features": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("features:")},
@@ -548,6 +558,15 @@ def print_summary(result: LeakageResult) -> None:
     print(f"report: {result.out_dir / 'report.html'}")
 
 
+def job_fingerprint(cfg: LeakageConfig) -> str:
+    """done.json fingerprint: the whole config (so every key, corpus.frames_per_sample included) and the
+    shard, annotation and manifest files. Finished before with the same one: nothing to redo."""
+    inputs = [*expand_shards(cfg.corpus.shards), *(a for spec in cfg.downstream for a in spec.annotations)]
+    if cfg.corpus.manifest:
+        inputs.append(cfg.corpus.manifest)
+    return inputs_fingerprint(cfg, inputs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dedup leakage", description=__doc__.split("\n\n")[0])
     add_config_args(parser)
@@ -555,11 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run even when the inputs and config are unchanged since the last finished run")
     args = parser.parse_args(argv)
     cfg = load_from_args(LeakageConfig, args, job="leakage")
-    # Finished before with the same config and the same shard/annotation files: nothing to redo.
-    inputs = [*expand_shards(cfg.corpus.shards), *(a for spec in cfg.downstream for a in spec.annotations)]
-    if cfg.corpus.manifest:
-        inputs.append(cfg.corpus.manifest)
-    fingerprint = inputs_fingerprint(cfg, inputs)
+    fingerprint = job_fingerprint(cfg)
     outputs = ("report.html", "report.json", "blocklist.txt")
     if not args.force and is_done(cfg.output.dir, fingerprint, outputs):
         print(f"leakage check up to date (inputs unchanged; --force to redo): {Path(cfg.output.dir) / 'report.html'}")

@@ -5,6 +5,8 @@ downstream video they belong to. Per (sample, downstream video) pair:
   similarity       max cosine over frame pairs (the evidence a person checks first)
   matching_frames  how many of the sample's frames have a frame of that video above the threshold
   the best frame pair (corpus frame index, downstream frame index) for the side-by-side thumbnails.
+Corpus frame indexes and times are the sample's original ones: when only some frames were searched
+(corpus.frames_per_sample), a sample's `frame_indices` maps feature rows back to stored frames.
 A pair is flagged when similarity >= threshold and matching_frames >= min_matching_frames. Every pair
 also goes into a histogram (for the threshold sweep) and the best unflagged ones into a bounded
 "near misses" list, so memory stays bounded however large the corpus is.
@@ -55,8 +57,10 @@ def aggregate_batch(stats: PairStats, samples: list[dict], frame_counts: list[in
                     ids: np.ndarray, table: FrameTable) -> None:
     """Fold one batch of search results into `stats`.
 
-    samples: per corpus sample a dict {key, video_id, shard, frame_times}; frame_counts: its number of
-    frames; sims/ids: [sum(frame_counts), k] from the index, rows in sample order.
+    samples: per corpus sample a dict {key, video_id, shard, frame_times, frame_indices (optional: the
+    original frame index of each feature row; absent or None: row i is frame i)}; frame_counts: its
+    number of feature rows (frames searched); sims/ids: [sum(frame_counts), k] from the index, rows in
+    sample order.
     """
     if not len(sims):
         return
@@ -94,7 +98,10 @@ def aggregate_batch(stats: PairStats, samples: list[dict], frame_counts: list[in
                             and similarity <= stats._near[0][0]):
             continue
         sample = samples[int(s_idx[start])]
-        frame = int(f_idx[start])
+        frame = int(f_idx[start])  # feature row in the sample -> original frame index
+        indices = sample.get("frame_indices")
+        if indices is not None and frame < len(indices):
+            frame = int(indices[frame])
         times = sample.get("frame_times") or []
         row = int(d_row[start])
         pair = {

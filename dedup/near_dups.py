@@ -3,7 +3,8 @@
     python -m dedup near-dups --config configs/demo.yaml [--set threshold=0.97 ...]
 
 1. Stream the corpus shards; each sample becomes one vector: the mean of its L2-normalised frame
-   features (stored `clip.npy` or computed), normalised again. Vectors go to a float16 memmap on disk
+   features (stored `clip.npy` or computed; with corpus.frames_per_sample only N evenly spaced frames,
+   dedup.corpus.frame_subset), normalised again. Vectors go to a float16 memmap on disk
    (output.dir/sample_features.f16), so memory does not grow with the corpus.
 2. faiss k-means over the vectors (or a sample of them) -> every sample assigned to its nearest centroid.
 3. Within each cluster, all pairs above `threshold` (cosine) are linked (union-find); with
@@ -59,7 +60,7 @@ def sample_vectors(cfg: NearDupsConfig, out_dir: Path) -> tuple[np.memmap | np.n
     capacity = 1024
     store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(capacity, embedder.dim))
     for sample in tqdm(iter_samples(shards, counts, cfg.corpus.max_samples), desc="corpus", unit="sample"):
-        feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features)
+        feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features, cfg.corpus.frames_per_sample)
         if feats is None:
             counts[f"failed:{source}"] += 1
             continue
@@ -155,7 +156,7 @@ def run(cfg: NearDupsConfig) -> dict:
     write_blocklist(out_dir / "blocklist.txt", entries,
                     [f"near-duplicates: {len(groups)} groups, threshold {cfg.threshold}; one sample kept per group"])
     summary = {"samples": len(rows), "groups": len(groups), "blocked": len(entries), "threshold": cfg.threshold,
-               "random_init": cfg.model.random_init,
+               "random_init": cfg.model.random_init, "frames_per_sample": cfg.corpus.frames_per_sample,
                "features": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("features:")},
                "failures": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("failed:")},
                "bad_shards": counts["bad_shard"], "seconds": round(time.time() - started, 2)}

@@ -160,11 +160,17 @@ def render_html(cfg: Any, pairs: list[dict], summary: dict, near: list[dict]) ->
                      f"({_e(summary['model'])}): only near-exact copies are meaningful.</p>")
     parts.append("<h1>Leakage check: pretraining corpus vs downstream evaluation sets</h1>")
     c = summary["corpus"]
+    per_sample = c.get("frames_per_sample") or 0
+    searched = ("every stored frame searched" if not per_sample else
+                f"at most {per_sample} evenly spaced frames per sample searched, corpus.frames_per_sample={per_sample}")
+    if "frames_searched" in c:
+        searched += f": {c['frames_searched']} frames"
     parts.append(
         f"<p>Model <code>{_e(summary['model'])}</code> on {_e(summary['device'])}; index {_e(summary['index']['kind'])} "
         f"over {summary['index']['frames']} downstream frames; threshold {summary['threshold']:g} "
         f"(at least {summary['min_matching_frames']} matching frame(s)); {c['samples_read']} corpus samples of "
-        f"{c['videos']} videos; <b>{summary['pairs_flagged']} pairs flagged</b> "
+        f"{c['videos']} videos (<span id='frames-per-sample'>{_e(searched)}</span>); "
+        f"<b>{summary['pairs_flagged']} pairs flagged</b> "
         f"({_e(', '.join(f'{k}: {v}' for k, v in sorted(summary['by_kind'].items())) or 'none')}); "
         f"{summary['blocked']} blocklist entries; {summary['seconds']:.1f} s.</p>")
     if c["failures"] or c["bad_shards"]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from tests.dedup.helpers import sample_json, write_samples
@@ -28,7 +29,8 @@ def _sample(key: str, video_id: str, seed: int, shift: int = 0) -> dict:
     return {"key": key, "members": members}
 
 
-def test_near_dups_groups_copies_and_rewrites_shards(tmp_path: Path, capsys):
+@pytest.mark.parametrize("frames_per_sample", [0, 1])  # 1: only each sample's middle frame (corpus.frame_subset)
+def test_near_dups_groups_copies_and_rewrites_shards(tmp_path: Path, capsys, frames_per_sample: int):
     from dedup.__main__ import main
     from dedup.blocklist import read_blocklist
     from dedup.corpus import expand_shards, iter_samples
@@ -38,13 +40,15 @@ def test_near_dups_groups_copies_and_rewrites_shards(tmp_path: Path, capsys):
     samples += [_sample("v0_5000", "v0", seed=0, shift=2)]  # the same video again: not a duplicate
     write_samples(tmp_path / "shards" / "shard-000000.tar", samples)
     cfg = {"model": {"model": "ViT-S-32", "random_init": True, "image_size": 64, "photometric_norm": True,
-                     "threads": 1}, "corpus": {"shards": str(tmp_path / "shards" / "shard-*.tar")},
+                     "threads": 1}, "corpus": {"shards": str(tmp_path / "shards" / "shard-*.tar"),
+                                          "frames_per_sample": frames_per_sample},
            "threshold": 0.995, "n_clusters": 2, "output": {"dir": str(tmp_path / "out"), "rewrite_shards": True}}
     path = tmp_path / "near.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["near-dups", "--config", str(path)]) == 0
     assert "blocklist:" in capsys.readouterr().out
     groups = json.loads((tmp_path / "out" / "near_dups.json").read_text())
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["frames_per_sample"] == frames_per_sample
     assert len(groups) == 1, groups
     members = sorted(m["key"] for m in groups[0]["members"])
     assert members == ["copy1_0", "copy2_0", "v2_0"]
