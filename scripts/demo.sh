@@ -8,7 +8,7 @@ RUN=data/demo-run
 step() { printf '\n=== %s ===\n' "$*"; }
 
 step "1/5 demo corpus -> data/demo"
-$PY -m pipeline.demo --out data/demo --videos 128   # ~230 samples: 24 videos (~41) is too few to learn the sort task
+$PY -m pipeline.demo --out data/demo --videos 128   # ~900 samples (4 overlapping spans per slot, configs/demo.yaml)
 
 step "2/5 Ray pipeline -> $RUN/pipeline"
 $PY -m pipeline run --config configs/demo.yaml
