@@ -93,7 +93,8 @@ def test_job_submit(cluster, tmp_path):
     submit = subprocess.run(
         [RAY, "job", "submit", "--address", cluster["dashboard"], "--working-dir", ".", "--",
          sys.executable, "-m", "pipeline", "run", "--set", f"input.manifest={manifest}", "--set", f"output.dir={out}",
-         "--set", "asr.enabled=false", "--set", "ray.prepare_concurrency=1", "--set", "ray.decode_concurrency=1",
+         "--set", "asr.enabled=false", "--set", "segment.samples_per_slot=1",
+         "--set", "ray.prepare_concurrency=1", "--set", "ray.decode_concurrency=1",
          "--no-progress"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = submit.stdout[-4000:] + submit.stderr[-2000:]

@@ -43,6 +43,7 @@ def corpus(tmp_path_factory):
 def _cfg(manifest, out_dir, *extra):
     return load_config(PipelineConfig, None, [f"input.manifest={manifest}", f"output.dir={out_dir}",
                                               "shards.max_samples=3", "asr.enabled=false", "ray.progress_bar=false",
+                                              "segment.samples_per_slot=1",
                                               *extra], job="pipeline")
 
 
@@ -91,7 +92,8 @@ def test_job_end_to_end(ray_local, corpus, tmp_path):
     # The same job without Ray (stages in this process) writes byte-identical shards.
     plain = tmp_path / "plain"
     assert main(["--set", f"input.manifest={corpus}", "--set", f"output.dir={plain}", "--set", "shards.max_samples=3",
-                 "--set", "asr.enabled=false", "--no-ray", "--no-progress"]) == 0
+                 "--set", "asr.enabled=false", "--set", "segment.samples_per_slot=1", "--no-ray",
+                 "--no-progress"]) == 0
     assert _shard_bytes(plain) == _shard_bytes(out)
 
     # Rerun: nothing left to do, same totals, same shards.
