@@ -90,6 +90,18 @@ def test_two_ranks_zero1_with_accumulation(shards, tmp_path):
 
     model, info = load_model(out)
     assert info["preset"] == "tiny" and all(p.dtype == torch.float32 for p in model.parameters())
+    from training.config import EvalConfig
+    from training.evaluate import evaluate
+
+    eval_cfg = EvalConfig()
+    eval_cfg.data.shards = eval_cfg.data.eval_shards = str(shards / "shard-*.tar")
+    eval_cfg.eval.sort_repeats = 2
+    sort = evaluate(eval_cfg, str(out), "sort")
+    assert sort["samples"] == 40 and 0 <= sort["sort_acc"] <= sort["pos_acc"] <= 100
+    assert 0 <= sort["permutation_rate"] <= 100
+    assert (sort["chance_sort_acc"], sort["chance_sort_acc_permutation"]) == pytest.approx((100 / 256, 100 / 24))
+    t2v = evaluate(eval_cfg, str(out), "t2v")
+    assert t2v["samples"] == 40 and 0 <= t2v["R@1"] <= t2v["R@5"] <= t2v["R@10"] <= 100
     assert "checkpoints" in result.stdout and "metrics.jsonl" in result.stdout
     # a rerun of a finished run does nothing
     again = run([PY, "-m", "training.pretrain", "--config", str(config)], timeout=120)
