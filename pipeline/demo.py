@@ -1,10 +1,10 @@
 """`python -m pipeline.demo --out DIR [--seed N] [--videos N]`: the narrated demo corpus and its downstream set.
 
-Made offline in well under a minute on 2 cores: every video is 6-10 steps of coloured shapes (a new
-shape/colour/count/position per step, some moving, growing or shrinking) drawn with Pillow and
-encoded with ffmpeg (H.264 320x240 15 fps + AAC mono 22.05 kHz), narrated by espeak-ng: 2-4 short
-sentences per step say what is on screen while it is on screen, e.g. "Three blue squares appear on
-the left. They stay on the left." Word times are exact (espeak's word events), so captions are
+Made offline in well under a minute on 2 cores: every video is 10-18 steps of 3-6 s of coloured
+shapes (a new shape/colour/count/position per step, some moving, growing or shrinking) drawn with
+Pillow and encoded with ffmpeg (H.264 320x240 15 fps + AAC mono 22.05 kHz), narrated by espeak-ng:
+each step is announced and then described while it is on screen, e.g. "Step four. Three blue squares
+appear on the left. They stay on the left." Word times are exact (espeak's word events), so captions are
 truthful and the order of the steps can be learned from frames and text (see pipeline.demo_script).
 
 DIR layout
@@ -53,7 +53,7 @@ from pipeline.demo_render import render_corpus_video
 from pipeline.demo_script import EspeakError, VideoScript
 
 # Bump when any output changes for the same arguments: cached corpora (the tests' fixture) key on it.
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 DEFAULT_VIDEOS = 24
 PLAN_FILE, DONE_FILE = ".demo-plan.json", ".demo-done.json"
 MANAGED = ("videos", "captions", "downstream", "manifest.jsonl", "narration.jsonl", "README.md", DONE_FILE)

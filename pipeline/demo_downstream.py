@@ -88,7 +88,8 @@ def plan(seed: int, scripts: list[VideoScript]) -> list[Clip]:
 
     def scene_text(script: VideoScript, t: float) -> str:
         step = next(s for s in script.steps if s.start <= t < s.end)
-        return " ".join(normalize_words(step.sentences[0]))  # e.g. "a red diamond moves to the left"
+        # sentences[0] announces the step ("Step four."); sentences[1] says what is on screen.
+        return " ".join(normalize_words(step.sentences[1]))  # e.g. "a red diamond moves to the left"
 
     def msrvtt(kind_args: dict, description: str, seconds: float) -> Clip:
         vid = f"video{next(msr_ids)}"

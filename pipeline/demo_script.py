@@ -1,8 +1,9 @@
 """The demo corpus's script: what each video shows, step by step, and the narration that says it.
 
-A video is 6-10 *steps*. Each step shows one scene (a number of shapes of one colour, at one place,
-still or moving/growing/shrinking) on the video's own background, and 2-4 short sentences of
-espeak-ng speech describe that scene while it is on screen. Consecutive scenes differ in shape or
+A video is 10-18 *steps* of 3-6 s. Each step shows one scene (a number of shapes of one colour, at one
+place, still or moving/growing/shrinking) on the video's own background; its narration announces it
+("Step four.", the way how-to videos count their steps: a script's own order cue) and then 1-3 short
+sentences of espeak-ng speech describe that scene while it is on screen. Consecutive scenes differ in shape or
 colour and in at least one more of (shape, colour, count, position), so the order of the steps can be
 read off the frames, and the narration of step k names what is on screen during step k.
 
@@ -57,6 +58,8 @@ POSITIONS = {
 MOVES = {"left": ("right", "left"), "right": ("left", "right"), "up": ("bottom", "top"), "down": ("top", "bottom")}
 MOTIONS = ("still", "still", "still", "left", "right", "up", "down", "grow", "shrink")
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+STEP_NUMBERS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                "sixteen seventeen eighteen nineteen twenty").split()
 VOICES = ("en-us", "en-us", "en", "en-us+f3", "en-us+m3", "en+f2")
 
 
@@ -357,7 +360,7 @@ def _grid_up(seconds: float) -> float:
 
 
 LEAD_IN, SENTENCE_GAP, TAIL = 0.3, 0.35, 0.35
-MIN_STEP, MAX_STEP = 5.0, 9.4
+MIN_STEP, MAX_STEP = 3.0, 5.6
 MIN_VIDEO, MAX_VIDEO = 41.0, 89.0
 
 
@@ -369,7 +372,7 @@ def make_script(seed: int, index: int, with_audio: bool = True) -> VideoScript:
     """Plan video `index` of the corpus made with `seed`, synthesize its speech and lay out the timeline."""
     rng = video_rng(seed, index)
     voice, rate = rng.choice(VOICES), rng.randint(150, 180)
-    n_steps = rng.randint(6, 10)
+    n_steps = rng.randint(10, 18)
     background = {
         "top": [rng.randint(10, 90) for _ in range(3)],
         "bottom": [rng.randint(10, 90) for _ in range(3)],
@@ -384,16 +387,17 @@ def make_script(seed: int, index: int, with_audio: bool = True) -> VideoScript:
     t = 0.0
     for _ in range(n_steps):
         scene = next_scene(previous, rng)
-        candidates = sentences_for(scene, previous, rng)
+        # Like a how-to video, each step is announced ("Step three."): the script's own order cue.
+        candidates = [f"Step {STEP_NUMBERS[len(steps)]}."] + sentences_for(scene, previous, rng)
         target = rng.uniform(MIN_STEP, MAX_STEP)
         chosen: list[Utterance] = []
         length = LEAD_IN + TAIL
         for k, sentence in enumerate(candidates):
             utt = synthesize(sentence, voice, rate)
             extra = utt.seconds + (SENTENCE_GAP if chosen else 0.0)
-            # Always say the main sentence; then add sentences while they fit the target (or the
-            # step is still short), never past the longest step.
-            if k > 0 and (length + extra > MAX_STEP or (length + extra > target and length >= MIN_STEP)):
+            # Always say the announcement and the main sentence; then add sentences while they fit the
+            # target (or the step is still short), never past the longest step.
+            if k > 1 and (length + extra > MAX_STEP or (length + extra > target and length >= MIN_STEP)):
                 break
             chosen.append(utt)
             length += extra
@@ -402,8 +406,8 @@ def make_script(seed: int, index: int, with_audio: bool = True) -> VideoScript:
         utterances.append(chosen)
         t += duration
         previous = scene
-    # Keep within the length range: drop trailing steps of a long video (never below 6 steps)...
-    while len(steps) > 6 and steps[-1].end > MAX_VIDEO + 1e-6:
+    # Keep within the length range: drop trailing steps of a long video (never below 10 steps)...
+    while len(steps) > 10 and steps[-1].end > MAX_VIDEO + 1e-6:
         steps.pop()
         utterances.pop()
     # ...and pad short videos with silence at the step ends (round robin) until they reach the minimum length.

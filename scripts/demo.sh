@@ -10,6 +10,14 @@ step() { printf '\n=== %s ===\n' "$*"; }
 step "1/5 demo corpus -> data/demo"
 $PY -m pipeline.demo --out data/demo --videos 128   # ~900 samples (4 overlapping spans per slot, configs/demo.yaml)
 
+# Outputs made from another corpus (an older generator version or size) would be resumed with stale
+# shards: start $RUN afresh when the corpus it was made from is not the one in data/demo.
+if [ -d "$RUN" ] && ! cmp -s data/demo/.demo-done.json "$RUN/corpus.json"; then
+  echo "data/demo changed since $RUN was made (see data/demo/.demo-done.json): removing $RUN and starting afresh"
+  rm -rf "$RUN"
+fi
+mkdir -p "$RUN" && cp data/demo/.demo-done.json "$RUN/corpus.json"
+
 step "2/5 Ray pipeline -> $RUN/pipeline"
 $PY -m pipeline run --config configs/demo.yaml
 

@@ -47,7 +47,7 @@ def demo_corpus() -> Path:
     manifest.jsonl (absolute paths), narration.jsonl (the script: steps and exact word times),
     videos/, captions/ and downstream/ (see pipeline/demo.py and pipeline/demo_downstream.py).
 
-    The 8 videos (40-90 s each, 6-10 narrated steps, H.264 320x240 15 fps + AAC mono speech):
+    The 8 videos (40-90 s each, 10-18 narrated steps, H.264 320x240 15 fps + AAC mono speech):
       demo-000 vtt (classic auto-caption style: lower case, no punctuation)
       demo-001 srt (LF)              demo-002 merlot JSON (youtube_id starts with '-')
       demo-003 no captions (ASR)     demo-004 vtt (modern style: capitals, punctuation)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.demo import GENERATOR_VERSION, generate, main
+from pipeline.demo_script import STEP_NUMBERS
 from pipeline.demo_script import make_script, normalize_words
 
 TAG = re.compile(r"<(\d\d):(\d\d):(\d\d)\.(\d{3})><c> ([^<]*)</c>")
@@ -81,7 +82,7 @@ def test_steps_tile_the_video_and_speech_stays_inside_its_step(corpus):
     _, manifest, narration = corpus
     for record in narration.values():
         steps = record["steps"]
-        assert 6 <= len(steps) <= 10
+        assert 10 <= len(steps) <= 18
         assert steps[0]["start"] == 0 and steps[-1]["end"] == pytest.approx(record["duration"])
         for a, b in zip(steps, steps[1:]):
             assert a["end"] == pytest.approx(b["start"])
@@ -94,8 +95,10 @@ def test_steps_tile_the_video_and_speech_stays_inside_its_step(corpus):
             inside = [w for w in words if step["start"] <= w["start"] < step["end"]]
             assert inside and inside[-1]["end"] <= step["end"]
             assert normalize_words(step["text"]) == normalize_words(" ".join(w["word"] for w in inside))
-            # The step's first sentence names its shape and colour: the text matches the frames.
-            first = normalize_words(step["sentences"][0])
+            # The step is announced by its number, then its main sentence names its shape and colour:
+            # the script carries the order and the text matches the frames.
+            assert normalize_words(step["sentences"][0]) == ["step", STEP_NUMBERS[steps.index(step)]]
+            first = normalize_words(step["sentences"][1])
             assert step["scene"]["colour"] in first and any(t.startswith(step["scene"]["shape"]) for t in first)
 
 

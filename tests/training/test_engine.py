@@ -99,6 +99,7 @@ def test_two_ranks_zero1_with_accumulation(shards, tmp_path):
     sort = evaluate(eval_cfg, str(out), "sort")
     assert sort["samples"] == 40 and 0 <= sort["sort_acc"] <= sort["pos_acc"] <= 100
     assert 0 <= sort["permutation_rate"] <= 100
+    assert 0 <= sort["sort_acc_text_only"] <= sort["pos_acc_text_only"] <= 100
     assert (sort["chance_sort_acc"], sort["chance_sort_acc_permutation"]) == pytest.approx((100 / 256, 100 / 24))
     t2v = evaluate(eval_cfg, str(out), "t2v")
     assert t2v["samples"] == 40 and 0 <= t2v["R@1"] <= t2v["R@5"] <= t2v["R@10"] <= 100
