@@ -76,7 +76,7 @@ def clear_run(output_dir: str | Path) -> None:
     out = Path(output_dir)
     shutil.rmtree(checkpoint_root(out), ignore_errors=True)
     shutil.rmtree(out / "tensorboard", ignore_errors=True)
-    for name in ("model_fp32.pt", "model_fp32.json", "metrics.jsonl", "loss_curve.png"):
+    for name in ("model_fp32.pt", "model_fp32.json", "metrics.jsonl", "heldout.jsonl", "loss_curve.png"):
         (out / name).unlink(missing_ok=True)
 
 

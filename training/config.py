@@ -83,6 +83,11 @@ class TrainConfig:
     log_every: int = 10               # steps between metrics.jsonl / TensorBoard rows
     checkpoint_every: int = 100       # steps between checkpoints (one is always written at the end)
     keep_last: int = 2                # checkpoints kept (older ones are deleted)
+    # Held-out evaluation during training (0: none): every eval_every steps and at the end, rank 0 scores
+    # the first eval_samples samples of the videos data.holdout_fraction leaves out (or data.eval_shards):
+    # sort accuracy (also text only) and t2v R@1/R@5/MedR, one row each in output.dir/heldout.jsonl.
+    eval_every: int = 0
+    eval_samples: int = 256
     export_fp32: bool = True          # write model_fp32.pt (plain state_dict) at the end
     dist_timeout_s: int = 600         # a collective that waits longer than this fails instead of hanging
     tensorboard: bool = True
@@ -95,6 +100,9 @@ class TrainConfig:
             raise ConfigError("config keys 'train.micro_batch' and 'train.grad_accum' must be >= 1")
         if self.log_every < 1 or self.checkpoint_every < 1 or self.keep_last < 1:
             raise ConfigError("config keys 'train.log_every', 'train.checkpoint_every', 'train.keep_last' must be >= 1")
+        if self.eval_every < 0 or self.eval_samples < 1:
+            raise ConfigError(f"config keys 'train.eval_every' must be >= 0 and 'train.eval_samples' >= 1, got "
+                              f"{self.eval_every} and {self.eval_samples}")
         if len(self.betas) != 2:
             raise ConfigError(f"config key 'train.betas' must be two numbers, got {self.betas}")
         if self.mode == "post" and (not self.post_frames or any(f < 1 for f in self.post_frames)):

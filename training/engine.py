@@ -6,6 +6,8 @@ python) and raytrain.py (Ray Train) both call it. Every rank runs the same steps
     micro batch from the rank's ShardLoader (time spent waiting = data wait) -> engine(batch) ->
     engine.backward(loss) -> engine.step()   (DeepSpeed accumulates, clips, steps AdamW and the schedule)
     every log_every steps: metrics averaged over ranks -> metrics.jsonl + TensorBoard (rank 0)
+    every eval_every steps and at the end (when set): rank 0 scores held-out samples (sort, text-only
+        sort, t2v), the other ranks wait; one row each in heldout.jsonl
     every checkpoint_every steps and at the end: checkpoint (checkpoint.py), keep the last M
 
 A resumed run restores the engine, each rank's loader position and RNG state, and the partial metric
@@ -20,7 +22,7 @@ import os
 import random
 import socket
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +33,7 @@ import torch
 
 from common.atomic import write_text
 from training import checkpoint as ckpt
+from common.config import ConfigError
 from training.config import PretrainConfig
 
 # DeepSpeed's ZeRO calls a torch collective that torch 2.14 flags as deprecated, once per step.
@@ -179,17 +182,21 @@ class MetricWindow:
 
 
 class MetricsSink:
-    """metrics.jsonl (one object per logged step) and TensorBoard, written by rank 0 only."""
+    """metrics.jsonl (one object per logged step), heldout.jsonl (one per held-out evaluation) and
+    TensorBoard, written by rank 0 only."""
+
+    FILES = {"train": "metrics.jsonl", "heldout": "heldout.jsonl"}
 
     def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool) -> None:
-        self.path = out_dir / "metrics.jsonl"
-        if resume_step is not None and self.path.is_file():
-            # Rows a killed run logged after its last checkpoint are logged again by this run.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            write_text(self.path, "".join(line + "\n" for line in kept))
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()
+        self.paths = {group: out_dir / name for group, name in self.FILES.items()}
+        for path in self.paths.values():
+            if resume_step is not None and path.is_file():
+                # Rows a killed run logged after its last checkpoint are logged again by this run.
+                kept = [line for line in path.read_text().splitlines()
+                        if line.strip() and json.loads(line)["step"] <= resume_step]
+                write_text(path, "".join(line + "\n" for line in kept))
+            elif resume_step is None and path.exists():
+                path.unlink()
         self.writer = None
         if tensorboard:
             try:
@@ -200,15 +207,15 @@ class MetricsSink:
             except ImportError:  # pragma: no cover - tensorboard is pinned in requirements.txt
                 self.writer = None
 
-    def write(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
+    def write(self, row: dict[str, Any], group: str = "train") -> None:
+        with open(self.paths[group], "a") as handle:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         if self.writer is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"train/{key}", value, row["step"])
+                    self.writer.add_scalar(f"{group}/{key}", value, row["step"])
             self.writer.flush()
 
     def close(self) -> None:
@@ -292,6 +299,19 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                               max_text_length=cfg.data.max_text_length or model_cfg.text.max_length)
     loader = build_loader(cfg.data, settings, tokenizer)
     window = MetricWindow()
+    heldout = None
+    if t.eval_every:
+        if zero_stage == 3:
+            raise ConfigError("train.eval_every needs ZeRO stage 0-2 (rank 0 evaluates alone); with ZeRO-3 set it "
+                              "to 0 and run python -m training.evaluate on the exported model")
+        if not cfg.data.eval_shards and cfg.data.holdout_fraction <= 0:
+            raise ConfigError("train.eval_every needs held-out samples: set data.holdout_fraction > 0 or data.eval_shards")
+        if rank == 0:
+            # The held-out videos of the same split training leaves out; the training blocklist is a
+            # downstream-leak list, and training.evaluate does not apply it either.
+            heldout = build_loader(replace(cfg.data, blocklist=[], num_workers=0),
+                                   replace(settings, split="eval", rank=0, world_size=1, post_frames=[]),
+                                   tokenizer, epochs=1)
 
     if found is not None:
         engine.load_checkpoint(str(ck_root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
@@ -350,6 +370,17 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                     if on_log is not None:
                         on_log(row)
                 window = MetricWindow()
+            if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
+                # Before the checkpoint: a run killed in between redoes this evaluation on resume.
+                if rank == 0:
+                    scores = held_out_pass(engine.module, heldout, t.eval_samples, engine.device, dtype, cfg.seed,
+                                           sort=t.mode == "pretrain")
+                    sink.write({"step": step, **scores}, group="heldout")
+                    sort_text = (f"sort {scores['sort_acc']:.1f}% (text only {scores.get('sort_acc_text_only', 0.0):.1f}%), "
+                                 f"position {scores['pos_acc']:.1f}%, " if "sort_acc" in scores else "")
+                    progress.write(f"step {step}: held-out {sort_text}t2v R@1 {scores['R@1']:.1f}% "
+                                   f"of {scores['samples']} samples")
+                dist.barrier()
             if step % t.checkpoint_every == 0 or step == t.max_steps:
                 save(engine, root, step, rank, world, loader, window, run_info, t.keep_last)
                 last_saved = step
@@ -364,6 +395,30 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     return {"step": step, "resumed_from": start_step if found else None, "trained_steps": step - start_step,
             "checkpoint": str(root / ckpt.tag_for(step)), "metrics": str(out_dir / "metrics.jsonl"),
             "skipped": loader.skip_counts()}
+
+
+def held_out_pass(model, loader, samples: int, device, dtype, seed: int, sort: bool) -> dict[str, float]:
+    """Rank 0's evaluation during training: the first `samples` held-out samples with shuffles and masks
+    from their own seeded generator (the same every time), leaving the training RNG streams untouched
+    so that a run with evaluations trains exactly like one without."""
+    from training.evaluate import held_out_scores
+
+    def batches():
+        seen = 0
+        loader.epoch, loader.epochs = 0, 1
+        for batch in loader:
+            yield to_device(batch, device, dtype)
+            seen += batch["video"].shape[0]
+            if seen >= samples:
+                return
+
+    state = ckpt.rng_state()
+    model.eval()
+    try:
+        return held_out_scores(model, batches(), torch.Generator(device=device).manual_seed(seed), sort=sort)
+    finally:
+        model.train()
+        ckpt.set_rng_state(state)
 
 
 def fault_injection(step: int, rank: int) -> None:

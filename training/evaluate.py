@@ -89,6 +89,61 @@ def retrieval_metrics(text_emb: torch.Tensor, video_emb: torch.Tensor) -> dict[s
     return out
 
 
+def sort_batch_sums(model, batch: dict, generator: torch.Generator) -> dict[str, float]:
+    """One batch's sort scores, summed over its samples (sort_percentages turns the sums into %):
+    with the pretraining mask and without masking; permutation_rate, the samples whose K predicted
+    positions are all different; and the text-only ablation (the paper's appendix Table 6): each
+    sample's transcripts against another sample's video, so what survives there comes from the text
+    alone (needs 2+ samples in the batch)."""
+    b = batch["video"].shape[0]
+    out = model(batch, mode="pretrain", generator=generator)
+    plain = model(batch, mode="pretrain", mask_ratio=0.0, generator=generator)
+    guess = out["sort_logits"].argmax(dim=-1).sort(dim=-1).values                # [B, K]
+    sums = {"samples": float(b),
+            "sort_acc": out["sort_acc"].item() * b, "pos_acc": out["pos_acc"].item() * b,
+            "sort_acc_unmasked": plain["sort_acc"].item() * b, "pos_acc_unmasked": plain["pos_acc"].item() * b,
+            "permutation_rate": float((guess.diff(dim=-1) != 0).all(dim=-1).sum().item())}
+    if b > 1:
+        alone = model(dict(batch, video=batch["video"].roll(1, dims=0)), mode="pretrain", generator=generator)
+        sums.update(text_only_samples=float(b), sort_acc_text_only=alone["sort_acc"].item() * b,
+                    pos_acc_text_only=alone["pos_acc"].item() * b)
+    return sums
+
+
+def sort_percentages(sums: dict[str, float]) -> dict[str, float]:
+    """Summed sort scores -> % of the samples (the text-only ones of the samples that had a partner)."""
+    out = {}
+    for key, value in sums.items():
+        if key.endswith("samples"):
+            continue
+        total = sums.get("text_only_samples" if key.endswith("_text_only") else "samples", 0.0)
+        if total:
+            out[key] = 100.0 * value / total
+    return out
+
+
+@torch.no_grad()
+def held_out_scores(model, batches, generator: torch.Generator, sort: bool = True) -> dict[str, float]:
+    """What training logs every train.eval_every steps: the sort scores (%) of one pass over `batches`
+    (unless `sort` is off: post-pretraining has no sort loss) and text-to-video retrieval among the
+    same samples (mean-of-transcripts queries)."""
+    sums: dict[str, float] = {"samples": 0.0}
+    videos, texts = [], []
+    for batch in batches:
+        if sort:
+            for key, value in sort_batch_sums(model, batch, generator).items():
+                sums[key] = sums.get(key, 0.0) + value
+        else:
+            sums["samples"] += batch["video"].shape[0]
+        videos.append(model.encode_video(batch["video"]))
+        texts.append(model.encode_text(batch["text_ids"], batch["text_mask"]))
+    if not videos:
+        raise ValueError("no held-out samples to evaluate")
+    retrieval = retrieval_metrics(torch.cat(texts).float(), torch.cat(videos).float())
+    return {"samples": int(sums["samples"]), **sort_percentages(sums),
+            "R@1": retrieval["R@1"], "R@5": retrieval["R@5"], "MedR": retrieval["MedR"]}
+
+
 @torch.no_grad()
 def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
     from training.data import LoaderSettings, build_loader
@@ -113,33 +168,15 @@ def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     start = time.perf_counter()
     n = 0
-    sums = {"sort_acc": 0.0, "pos_acc": 0.0, "sort_acc_unmasked": 0.0, "pos_acc_unmasked": 0.0,
-            "permutation_rate": 0.0}
-    text_only = {"sort_acc_text_only": 0.0, "pos_acc_text_only": 0.0}
-    n_text_only = 0
+    sums: dict[str, float] = {}
     videos, texts = [], []
     for repeat in range(cfg.eval.sort_repeats if task == "sort" else 1):
         loader.epoch, loader.epochs = 0, 1
         for batch in loader:
             b = batch["video"].shape[0]
             if task == "sort":
-                out = model(batch, mode="pretrain", generator=generator)
-                plain = model(batch, mode="pretrain", mask_ratio=0.0, generator=generator)
-                sums["sort_acc"] += out["sort_acc"].item() * b
-                sums["pos_acc"] += out["pos_acc"].item() * b
-                sums["sort_acc_unmasked"] += plain["sort_acc"].item() * b
-                sums["pos_acc_unmasked"] += plain["pos_acc"].item() * b
-                # Samples whose K predicted positions are all different (a permutation).
-                guess = out["sort_logits"].argmax(dim=-1).sort(dim=-1).values            # [B, K]
-                sums["permutation_rate"] += (guess.diff(dim=-1) != 0).all(dim=-1).sum().item()
-                if b > 1:
-                    # Text-only ablation (the paper's appendix Table 6): each sample's transcripts with
-                    # another sample's video. What the sorter keeps here it reads from the text alone.
-                    swapped = dict(batch, video=batch["video"].roll(1, dims=0))
-                    alone = model(swapped, mode="pretrain", generator=generator)
-                    text_only["sort_acc_text_only"] += alone["sort_acc"].item() * b
-                    text_only["pos_acc_text_only"] += alone["pos_acc"].item() * b
-                    n_text_only += b
+                for key, value in sort_batch_sums(model, batch, generator).items():
+                    sums[key] = sums.get(key, 0.0) + value
             else:
                 videos.append(model.encode_video(batch["video"]))
                 if cfg.eval.text_query == "mean":
@@ -162,9 +199,7 @@ def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
                               "eval_data": data_cfg.eval_shards or f"held-out videos of {data_cfg.shards} "
                                                                  f"(fraction {data_cfg.holdout_fraction})"}
     if task == "sort":
-        result.update({key: 100.0 * value / n for key, value in sums.items()})
-        if n_text_only:
-            result.update({key: 100.0 * value / n_text_only for key, value in text_only.items()})
+        result.update(sort_percentages(sums))
         result["mask_ratio"] = mcfg.video.mask_ratio
         result["chance_sort_acc"] = 100.0 / k ** k
         # The spec's 1/K^K is for K independent guesses; a sorter that always predicts a permutation is

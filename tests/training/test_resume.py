@@ -1,4 +1,5 @@
-"""kill -9 of a rank at a step, then --resume: the loss curve equals the uninterrupted run's."""
+"""kill -9 of a rank at a step, then --resume: the loss curve equals the uninterrupted run's (which also
+shows that held-out evaluations during training leave the training itself unchanged)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,9 +30,10 @@ def test_kill_rank_then_resume_gives_the_same_curve(shards, tmp_path):
     ref = run(torchrun_cmd(ref_cfg))
     assert ref.returncode == 0, ref.stdout[-3000:]
 
-    # 2. the same run under the deepspeed launcher, rank 1 killed with SIGKILL right after step 5
+    # 2. the same run under the deepspeed launcher, rank 1 killed with SIGKILL right after step 5, and with
+    #    held-out evaluations on rank 0 every 2 steps (the 2 samples of the videos holdout_fraction 0.1 leaves out)
     out = tmp_path / "killed"
-    cfg = write_config(tmp_path / "killed.yaml", str(shards / "shard-*.tar"), out, **common)
+    cfg = write_config(tmp_path / "killed.yaml", str(shards / "shard-*.tar"), out, eval_every=2, **common)
     killed = run(deepspeed_cmd(cfg), timeout=240, TVTS_FAULT_KILL_STEP="5", TVTS_FAULT_KILL_RANK="1")
     assert killed.returncode != 0                               # the launcher reports it, nothing hangs
     assert "fault injection: SIGKILL at step 5" in killed.stdout
@@ -45,6 +47,11 @@ def test_kill_rank_then_resume_gives_the_same_curve(shards, tmp_path):
 
     want, got = metrics(ref_out), metrics(out)
     assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, 8))
+    # held-out rows: one per evaluation step; step 4 (after checkpoint 3) was dropped on resume and redone
+    heldout = metrics(out, "heldout.jsonl")
+    assert not (ref_out / "heldout.jsonl").exists()
+    assert [r["step"] for r in heldout] == [2, 4, 6, 7] and all(r["samples"] == 2 for r in heldout)
+    assert all(0 <= r["sort_acc_text_only"] <= 100 and 0 <= r["R@1"] <= 100 and r["MedR"] >= 1 for r in heldout)
     for a, b in zip(want, got):
         for key in CURVE_KEYS:
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key, a[key], b[key])

@@ -71,6 +71,6 @@ def run(cmd: list[str], timeout: float = 240, **extra_env: str) -> subprocess.Co
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
-def metrics(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
+def metrics(out: Path, name: str = "metrics.jsonl") -> list[dict]:
+    path = out / name
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
