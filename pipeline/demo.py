@@ -1,10 +1,12 @@
-"""`python -m pipeline.demo --out DIR [--seed N] [--videos N]`: the narrated demo corpus and its downstream set.
+"""`python -m pipeline.demo --out DIR [--seed N] [--videos N] [--narration how-to|plain]`: the narrated demo
+corpus and its downstream set.
 
 Made offline in well under a minute on 2 cores: every video is 10-18 steps of 3-6 s of coloured
 shapes (a new shape/colour/count/position per step, some moving, growing or shrinking) drawn with
 Pillow and encoded with ffmpeg (H.264 320x240 15 fps + AAC mono 22.05 kHz), narrated by espeak-ng:
 each step is announced and then described while it is on screen, e.g. "Step four. Three blue squares
-appear on the left. They stay on the left." Word times are exact (espeak's word events), so captions are
+appear on the left. They stay on the left." (`--narration plain`: 6-10 steps of 5-9 s, 2-4 sentences
+each, no announcements; the tests' corpus.) Word times are exact (espeak's word events), so captions are
 truthful and the order of the steps can be learned from frames and text (see pipeline.demo_script).
 
 DIR layout
@@ -50,7 +52,7 @@ from pathlib import Path
 from common.atomic import write_json, write_text
 from pipeline import demo_captions, demo_downstream
 from pipeline.demo_render import render_corpus_video
-from pipeline.demo_script import EspeakError, VideoScript
+from pipeline.demo_script import NARRATIONS, EspeakError, VideoScript
 
 # Bump when any output changes for the same arguments: cached corpora (the tests' fixture) key on it.
 GENERATOR_VERSION = "5"
@@ -145,16 +147,18 @@ def _prepare(out: Path, plan: dict, force: bool) -> None:
 
 
 def generate(out: str | Path, seed: int = 0, videos: int = DEFAULT_VIDEOS, workers: int = 2,
-             downstream: bool = True, force: bool = False) -> dict:
+             downstream: bool = True, force: bool = False, narration: str = "how-to") -> dict:
     """Make (or finish, or find) the demo corpus in `out`; returns a small summary dict."""
     if videos < 1:
         raise DemoError(f"--videos must be at least 1, got {videos}")
+    if narration not in NARRATIONS:
+        raise DemoError(f"--narration must be one of {', '.join(NARRATIONS)}, got {narration!r}")
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise DemoError(f"--out {out} exists and is not a folder: pass a folder path")
     t0 = time.monotonic()
     plan = {"generator_version": GENERATOR_VERSION, "seed": seed, "videos": videos,
-            "downstream": downstream, "out": str(out)}
+            "downstream": downstream, "narration": narration, "out": str(out)}
     done_file = out / DONE_FILE
     if not force and _is_done(out, plan):
         return {"out": str(out), "videos": videos, "reused": True, "seconds": time.monotonic() - t0}
@@ -181,9 +185,9 @@ def _is_done(out: Path, plan: dict) -> bool:
 
 def _make(out: Path, plan: dict, workers: int) -> None:
     """Write every output of `plan` into `out` (videos first, the done-marker last)."""
-    seed, videos, downstream = plan["seed"], plan["videos"], plan["downstream"]
+    seed, videos, downstream, narration = plan["seed"], plan["videos"], plan["downstream"], plan["narration"]
 
-    jobs = [(render_corpus_video, seed, i, str(out)) for i in range(videos)]
+    jobs = [(render_corpus_video, seed, i, str(out), narration) for i in range(videos)]
     scripts: list[VideoScript] = _run_jobs(jobs, workers, "demo videos")
 
     manifest, narration = [], []
@@ -205,7 +209,7 @@ def _make(out: Path, plan: dict, workers: int) -> None:
                 "caption_style": ("classic" if script.index % 3 == 0 else "modern") if kind == "vtt" else None,
                 "n_steps": len(script.steps),
                 "voice": script.voice,
-                "generator": f"pipeline.demo v{GENERATOR_VERSION} seed {seed}",
+                "generator": f"pipeline.demo v{GENERATOR_VERSION} seed {seed} {narration}",
             },
         }
         manifest.append(row)
@@ -213,7 +217,8 @@ def _make(out: Path, plan: dict, workers: int) -> None:
 
     if downstream:
         clips = demo_downstream.plan(seed, scripts)
-        _run_jobs([(demo_downstream.make_clip, clip, out, seed) for clip in clips], workers, "downstream clips")
+        _run_jobs([(demo_downstream.make_clip, clip, out, seed, narration) for clip in clips], workers,
+                  "downstream clips")
         down = out / "downstream"
         for rel, text in demo_downstream.annotation_files(clips).items():
             write_text(down / rel, text)
@@ -225,7 +230,7 @@ def _make(out: Path, plan: dict, workers: int) -> None:
     write_text(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in manifest))
     layout, kinds = (__doc__ or "").split("DIR layout\n", 1)[1].split("Deterministic:", 1)[0].split("\n\n", 1)
     write_text(out / "README.md", f"# Demo corpus\n\nMade by `python -m pipeline.demo --out {out} --seed {seed} "
-               f"--videos {videos}` (generator version {GENERATOR_VERSION}).\n\n```\n{layout.rstrip()}\n```\n\n{kinds}")
+               f"--videos {videos} --narration {narration}` (generator version {GENERATOR_VERSION}).\n\n```\n{layout.rstrip()}\n```\n\n{kinds}")
     write_json(out / DONE_FILE, plan)
 
 
@@ -241,10 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
     parser.add_argument("--no-downstream", action="store_true", help="skip the downstream set")
     parser.add_argument("--force", action="store_true", help="remake everything even if finished")
+    parser.add_argument("--narration", choices=sorted(NARRATIONS), default="how-to",
+                        help="how-to (default: 10-18 short steps, each announced 'Step <n>.') or plain "
+                             "(6-10 longer steps, no announcements)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, videos=args.videos, workers=args.workers,
-                           downstream=not args.no_downstream, force=args.force)
+                           downstream=not args.no_downstream, force=args.force, narration=args.narration)
     except (DemoError, EspeakError) as exc:
         print(f"error: demo corpus: {exc}", file=sys.stderr)
         return 1

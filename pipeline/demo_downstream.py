@@ -88,8 +88,7 @@ def plan(seed: int, scripts: list[VideoScript]) -> list[Clip]:
 
     def scene_text(script: VideoScript, t: float) -> str:
         step = next(s for s in script.steps if s.start <= t < s.end)
-        # sentences[0] announces the step ("Step four."); sentences[1] says what is on screen.
-        return " ".join(normalize_words(step.sentences[1]))  # e.g. "a red diamond moves to the left"
+        return " ".join(normalize_words(step.main_sentence))  # e.g. "a red diamond moves to the left"
 
     def msrvtt(kind_args: dict, description: str, seconds: float) -> Clip:
         vid = f"video{next(msr_ids)}"
@@ -165,7 +164,7 @@ def plan(seed: int, scripts: list[VideoScript]) -> list[Clip]:
     return clips
 
 
-def make_clip(clip: Clip, corpus_dir: Path, seed: int) -> Path:
+def make_clip(clip: Clip, corpus_dir: Path, seed: int, narration: str) -> Path:
     """Write one downstream clip (atomically; an existing file is kept). Runs in a worker process."""
     out = corpus_dir / "downstream" / clip.relpath
     if out.is_file():
@@ -175,7 +174,7 @@ def make_clip(clip: Clip, corpus_dir: Path, seed: int) -> Path:
         return transcode(src, out, clip.corpus_start, clip.corpus_end - clip.corpus_start, clip.video_filters,
                          clip.codec, fps=clip.fps)
     if clip.hard_negative_index is not None:
-        script = make_script(seed, clip.hard_negative_index, with_audio=False)
+        script = make_script(seed, clip.hard_negative_index, with_audio=False, narration=narration)
         shapes = itertools.islice(frames(script), int(clip.seconds * FPS))
         if clip.codec != MPEG4_AVI:
             encode_stream(shapes, out, timeout=120)

@@ -186,11 +186,11 @@ def render_video(script: VideoScript, out: Path) -> Path:
     return out
 
 
-def render_corpus_video(seed: int, index: int, out_dir: str | Path) -> VideoScript:
+def render_corpus_video(seed: int, index: int, out_dir: str | Path, narration: str) -> VideoScript:
     """Pool job: plan and speak video `index`, encode it unless it exists; its script without the audio."""
     from pipeline.demo_script import make_script
 
-    script = make_script(seed, index)
+    script = make_script(seed, index, narration=narration)
     render_video(script, Path(out_dir) / "videos" / f"{script.video_id}.mp4")
     script.audio = None
     return script

@@ -1,9 +1,11 @@
 """The demo corpus's script: what each video shows, step by step, and the narration that says it.
 
-A video is 10-18 *steps* of 3-6 s. Each step shows one scene (a number of shapes of one colour, at one
-place, still or moving/growing/shrinking) on the video's own background; its narration announces it
-("Step four.", the way how-to videos count their steps: a script's own order cue) and then 1-3 short
-sentences of espeak-ng speech describe that scene while it is on screen. Consecutive scenes differ in shape or
+A video is a series of *steps*. Each step shows one scene (a number of shapes of one colour, at one
+place, still or moving/growing/shrinking) on the video's own background, and short sentences of
+espeak-ng speech describe that scene while it is on screen. Two narration styles (NARRATIONS):
+- "how-to" (the demo's): 10-18 steps of 3-6 s, each announced first ("Step four."), the way how-to
+  videos count their steps: the script carries its own order cue, as TVTS assumes narration does.
+- "plain": 6-10 steps of 5-9.4 s, 2-4 sentences each and no announcement (the tests' corpus). Consecutive scenes differ in shape or
 colour and in at least one more of (shape, colour, count, position), so the order of the steps can be
 read off the frames, and the narration of step k names what is on screen during step k.
 
@@ -95,11 +97,17 @@ class Step:
     end: float
     scene: Scene
     sentences: list[str]
+    announced: bool = False  # sentences[0] is "Step <n>."
     words: list[Word] = field(default_factory=list)
 
     @property
     def text(self) -> str:
         return " ".join(self.sentences)
+
+    @property
+    def main_sentence(self) -> str:
+        """What happens on screen, e.g. "A red diamond moves to the left." """
+        return self.sentences[1 if self.announced else 0]
 
 
 @dataclass
@@ -360,19 +368,30 @@ def _grid_up(seconds: float) -> float:
 
 
 LEAD_IN, SENTENCE_GAP, TAIL = 0.3, 0.35, 0.35
-MIN_STEP, MAX_STEP = 3.0, 5.6
 MIN_VIDEO, MAX_VIDEO = 41.0, 89.0
+
+
+@dataclass(frozen=True)
+class Narration:
+    steps: tuple[int, int]          # how many steps a video has (inclusive range)
+    step_seconds: tuple[float, float]  # shortest step; longest a step grows by optional sentences
+    announce: bool                  # each step starts with "Step <n>."
+
+
+NARRATIONS = {"how-to": Narration((10, 18), (3.0, 5.6), True), "plain": Narration((6, 10), (5.0, 9.4), False)}
 
 
 def video_rng(seed: int, index: int, purpose: str = "video") -> random.Random:
     return random.Random(f"tvts-demo/{purpose}/{seed}/{index}")
 
 
-def make_script(seed: int, index: int, with_audio: bool = True) -> VideoScript:
+def make_script(seed: int, index: int, with_audio: bool = True, narration: str = "how-to") -> VideoScript:
     """Plan video `index` of the corpus made with `seed`, synthesize its speech and lay out the timeline."""
+    style = NARRATIONS[narration]
+    min_step, max_step = style.step_seconds
     rng = video_rng(seed, index)
     voice, rate = rng.choice(VOICES), rng.randint(150, 180)
-    n_steps = rng.randint(10, 18)
+    n_steps = rng.randint(*style.steps)
     background = {
         "top": [rng.randint(10, 90) for _ in range(3)],
         "bottom": [rng.randint(10, 90) for _ in range(3)],
@@ -387,9 +406,10 @@ def make_script(seed: int, index: int, with_audio: bool = True) -> VideoScript:
     t = 0.0
     for _ in range(n_steps):
         scene = next_scene(previous, rng)
-        # Like a how-to video, each step is announced ("Step three."): the script's own order cue.
-        candidates = [f"Step {STEP_NUMBERS[len(steps)]}."] + sentences_for(scene, previous, rng)
-        target = rng.uniform(MIN_STEP, MAX_STEP)
+        announcement = [f"Step {STEP_NUMBERS[len(steps)]}."] if style.announce else []
+        candidates = announcement + sentences_for(scene, previous, rng)
+        required = len(announcement) + 1           # the announcement and the main sentence
+        target = rng.uniform(min_step, max_step)
         chosen: list[Utterance] = []
         length = LEAD_IN + TAIL
         for k, sentence in enumerate(candidates):
@@ -397,17 +417,18 @@ def make_script(seed: int, index: int, with_audio: bool = True) -> VideoScript:
             extra = utt.seconds + (SENTENCE_GAP if chosen else 0.0)
             # Always say the announcement and the main sentence; then add sentences while they fit the
             # target (or the step is still short), never past the longest step.
-            if k > 1 and (length + extra > MAX_STEP or (length + extra > target and length >= MIN_STEP)):
+            if k >= required and (length + extra > max_step or (length + extra > target and length >= min_step)):
                 break
             chosen.append(utt)
             length += extra
-        duration = max(_grid_up(length), MIN_STEP)
-        steps.append(Step(start=round(t, 1), end=round(t + duration, 1), scene=scene, sentences=[u.text for u in chosen]))
+        duration = max(_grid_up(length), min_step)
+        steps.append(Step(start=round(t, 1), end=round(t + duration, 1), scene=scene,
+                          sentences=[u.text for u in chosen], announced=style.announce))
         utterances.append(chosen)
         t += duration
         previous = scene
-    # Keep within the length range: drop trailing steps of a long video (never below 10 steps)...
-    while len(steps) > 10 and steps[-1].end > MAX_VIDEO + 1e-6:
+    # Keep within the length range: drop trailing steps of a long video (never below the fewest)...
+    while len(steps) > style.steps[0] and steps[-1].end > MAX_VIDEO + 1e-6:
         steps.pop()
         utterances.pop()
     # ...and pad short videos with silence at the step ends (round robin) until they reach the minimum length.
@@ -421,7 +442,7 @@ def make_script(seed: int, index: int, with_audio: bool = True) -> VideoScript:
         step.start, step.end = round(t, 1), round(t + length, 1)
         t += length
     duration = round(t, 1)
-    if duration > MAX_VIDEO + 1e-6:  # cannot happen with 10 steps of at most MAX_STEP; keep it honest
+    if duration > MAX_VIDEO + 1e-6:  # cannot happen: the fewest steps at their longest fit; keep it honest
         raise AssertionError(f"video {index}: {duration}s is longer than {MAX_VIDEO}s")
 
     total = int(round(duration * SAMPLE_RATE))
