@@ -185,9 +185,9 @@ def _is_done(out: Path, plan: dict) -> bool:
 
 def _make(out: Path, plan: dict, workers: int) -> None:
     """Write every output of `plan` into `out` (videos first, the done-marker last)."""
-    seed, videos, downstream, narration = plan["seed"], plan["videos"], plan["downstream"], plan["narration"]
+    seed, videos, downstream, style = plan["seed"], plan["videos"], plan["downstream"], plan["narration"]
 
-    jobs = [(render_corpus_video, seed, i, str(out), narration) for i in range(videos)]
+    jobs = [(render_corpus_video, seed, i, str(out), style) for i in range(videos)]
     scripts: list[VideoScript] = _run_jobs(jobs, workers, "demo videos")
 
     manifest, narration = [], []
@@ -209,7 +209,7 @@ def _make(out: Path, plan: dict, workers: int) -> None:
                 "caption_style": ("classic" if script.index % 3 == 0 else "modern") if kind == "vtt" else None,
                 "n_steps": len(script.steps),
                 "voice": script.voice,
-                "generator": f"pipeline.demo v{GENERATOR_VERSION} seed {seed} {narration}",
+                "generator": f"pipeline.demo v{GENERATOR_VERSION} seed {seed} {style}",
             },
         }
         manifest.append(row)
@@ -217,7 +217,7 @@ def _make(out: Path, plan: dict, workers: int) -> None:
 
     if downstream:
         clips = demo_downstream.plan(seed, scripts)
-        _run_jobs([(demo_downstream.make_clip, clip, out, seed, narration) for clip in clips], workers,
+        _run_jobs([(demo_downstream.make_clip, clip, out, seed, style) for clip in clips], workers,
                   "downstream clips")
         down = out / "downstream"
         for rel, text in demo_downstream.annotation_files(clips).items():
@@ -230,7 +230,7 @@ def _make(out: Path, plan: dict, workers: int) -> None:
     write_text(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in manifest))
     layout, kinds = (__doc__ or "").split("DIR layout\n", 1)[1].split("Deterministic:", 1)[0].split("\n\n", 1)
     write_text(out / "README.md", f"# Demo corpus\n\nMade by `python -m pipeline.demo --out {out} --seed {seed} "
-               f"--videos {videos} --narration {narration}` (generator version {GENERATOR_VERSION}).\n\n```\n{layout.rstrip()}\n```\n\n{kinds}")
+               f"--videos {videos} --narration {style}` (generator version {GENERATOR_VERSION}).\n\n```\n{layout.rstrip()}\n```\n\n{kinds}")
     write_json(out / DONE_FILE, plan)
 
 

@@ -402,6 +402,7 @@ def held_out_pass(model, loader, samples: int, device, dtype, seed: int, sort: b
     from their own seeded generator (the same every time), leaving the training RNG streams untouched
     so that a run with evaluations trains exactly like one without."""
     from training.evaluate import held_out_scores
+    from training.losses import local_only
 
     def batches():
         seen = 0
@@ -415,7 +416,8 @@ def held_out_pass(model, loader, samples: int, device, dtype, seed: int, sort: b
     state = ckpt.rng_state()
     model.eval()
     try:
-        return held_out_scores(model, batches(), torch.Generator(device=device).manual_seed(seed), sort=sort)
+        with local_only():                 # the other ranks wait at a barrier: no collectives in here
+            return held_out_scores(model, batches(), torch.Generator(device=device).manual_seed(seed), sort=sort)
     finally:
         model.train()
         ckpt.set_rng_state(state)

@@ -10,13 +10,30 @@ the same as one process on the concatenated batch (tests/training/test_losses.py
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 
+_LOCAL_ONLY = [False]
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Losses over this rank's batch alone, no gather: for work that one rank does by itself (the
+    held-out evaluation during training), where a collective would wait for ranks that never join."""
+    previous, _LOCAL_ONLY[0] = _LOCAL_ONLY[0], True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY[0] = previous
+
+
 def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return not _LOCAL_ONLY[0] and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class _GatherWithGrad(torch.autograd.Function):
