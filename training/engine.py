@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from common.atomic import write_text
-from training import checkpoint as ckpt
 from common.config import ConfigError
+from training import checkpoint as ckpt
 from training.config import PretrainConfig
 
 # DeepSpeed's ZeRO calls a torch collective that torch 2.14 flags as deprecated, once per step.
@@ -376,8 +376,10 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                     scores = held_out_pass(engine.module, heldout, t.eval_samples, engine.device, dtype, cfg.seed,
                                            sort=t.mode == "pretrain")
                     sink.write({"step": step, **scores}, group="heldout")
-                    sort_text = (f"sort {scores['sort_acc']:.1f}% (text only {scores.get('sort_acc_text_only', 0.0):.1f}%), "
-                                 f"position {scores['pos_acc']:.1f}%, " if "sort_acc" in scores else "")
+                    sort_text = ""
+                    if "sort_acc" in scores:
+                        sort_text = (f"sort {scores['sort_acc']:.1f}% (text only "
+                                     f"{scores.get('sort_acc_text_only', 0.0):.1f}%), position {scores['pos_acc']:.1f}%, ")
                     progress.write(f"step {step}: held-out {sort_text}t2v R@1 {scores['R@1']:.1f}% "
                                    f"of {scores['samples']} samples")
                 dist.barrier()

@@ -10,7 +10,7 @@ Tasks
 - sort: transcript sorting accuracy (a sample counts when all K transcripts are put in the right place;
   chance (1/K)^K = 1/256 for K = 4), with the pretraining mask ratio and without masking, plus the
   per-transcript position accuracy (chance 1/K), and a text-only ablation (each sample's transcripts
-  sorted against another sample's video: what survives there comes from the text alone).
+  sorted against the frames of another video: what survives there comes from the text alone).
 - t2v: text-to-video retrieval among the held-out samples: R@1/5/10 (%) and median rank. The query of a
   sample is the mean of its K projected transcript embeddings (what L_base trains; eval.text_query "mean")
   or its K transcripts joined into one text ("concat", like DiDeMo's paragraph-to-video).
@@ -93,8 +93,8 @@ def sort_batch_sums(model, batch: dict, generator: torch.Generator) -> dict[str,
     """One batch's sort scores, summed over its samples (sort_percentages turns the sums into %):
     with the pretraining mask and without masking; permutation_rate, the samples whose K predicted
     positions are all different; and the text-only ablation (the paper's appendix Table 6): each
-    sample's transcripts against another sample's video, so what survives there comes from the text
-    alone (needs 2+ samples in the batch)."""
+    sample's transcripts against the video of a sample from another video, so what survives there comes
+    from the text alone (skipped for a batch of one video)."""
     b = batch["video"].shape[0]
     out = model(batch, mode="pretrain", generator=generator)
     plain = model(batch, mode="pretrain", mask_ratio=0.0, generator=generator)
@@ -103,11 +103,26 @@ def sort_batch_sums(model, batch: dict, generator: torch.Generator) -> dict[str,
             "sort_acc": out["sort_acc"].item() * b, "pos_acc": out["pos_acc"].item() * b,
             "sort_acc_unmasked": plain["sort_acc"].item() * b, "pos_acc_unmasked": plain["pos_acc"].item() * b,
             "permutation_rate": float((guess.diff(dim=-1) != 0).all(dim=-1).sum().item())}
-    if b > 1:
-        alone = model(dict(batch, video=batch["video"].roll(1, dims=0)), mode="pretrain", generator=generator)
+    partner = other_video_partner(batch.get("video_ids") or [str(i) for i in range(b)])
+    if partner is not None:
+        alone = model(dict(batch, video=batch["video"][partner]), mode="pretrain", generator=generator)
         sums.update(text_only_samples=float(b), sort_acc_text_only=alone["sort_acc"].item() * b,
                     pos_acc_text_only=alone["pos_acc"].item() * b)
     return sums
+
+
+def other_video_partner(video_ids: list[str]) -> torch.Tensor | None:
+    """For each sample, the index of the next sample (cyclically) of ANOTHER video: overlapping spans of
+    one video sit side by side in a batch and show the same scenes, so they would not ablate the video.
+    None when the batch holds a single video."""
+    n = len(video_ids)
+    partner = []
+    for i in range(n):
+        j = next((k % n for k in range(i + 1, i + n) if video_ids[k % n] != video_ids[i]), None)
+        if j is None:
+            return None
+        partner.append(j)
+    return torch.tensor(partner, dtype=torch.long)
 
 
 def sort_percentages(sums: dict[str, float]) -> dict[str, float]:

@@ -61,6 +61,16 @@ def test_every_recipe_json_is_valid():
         assert "zero_optimization" in ds and "gradient_clipping" in ds, path.name
 
 
+def test_text_only_ablation_pairs_each_sample_with_another_video():
+    from training.evaluate import other_video_partner
+
+    ids = ["a", "a", "a", "b", "b", "c"]          # overlapping spans of one video sit side by side
+    partner = other_video_partner(ids).tolist()
+    assert partner == [3, 3, 3, 5, 5, 0]
+    assert all(ids[j] != ids[i] for i, j in enumerate(partner))
+    assert other_video_partner(["a", "a"]) is None   # one video: nothing to ablate against
+
+
 def test_post_pretrain_config_loads():
     cfg = load_config(PretrainConfig, ROOT / "configs" / "post-pretrain.yaml", job="pretrain")
     assert cfg.train.mode == "post" and cfg.train.post_frames == [1, 4]
