@@ -420,6 +420,8 @@ def held_out_pass(model, loader, samples: int, device, dtype, seed: int, sort: b
     try:
         with local_only():                 # the other ranks wait at a barrier: no collectives in here
             return held_out_scores(model, batches(), torch.Generator(device=device).manual_seed(seed), sort=sort)
+    except ValueError as exc:              # an empty held-out split: say which keys to change
+        raise ConfigError(f"train.eval_every: {exc}; raise data.holdout_fraction or give data.eval_shards") from exc
     finally:
         model.train()
         ckpt.set_rng_state(state)
