@@ -5,9 +5,10 @@ place, still or moving/growing/shrinking) on the video's own background, and sho
 espeak-ng speech describe that scene while it is on screen. Two narration styles (NARRATIONS):
 - "how-to" (the demo's): 10-18 steps of 3-6 s, each announced first ("Step four."), the way how-to
   videos count their steps: the script carries its own order cue, as TVTS assumes narration does.
-- "plain": 6-10 steps of 5-9.4 s, 2-4 sentences each and no announcement (the tests' corpus). Consecutive scenes differ in shape or
-colour and in at least one more of (shape, colour, count, position), so the order of the steps can be
-read off the frames, and the narration of step k names what is on screen during step k.
+- "plain": 6-10 steps of 5-9.4 s, 2-4 sentences each and no announcement (the tests' corpus).
+Consecutive scenes differ in shape or colour and in at least one more of (shape, colour, count,
+position), so the order of the steps can be read off the frames, and the narration of step k names
+what is on screen during step k.
 
 Timing is exact, not estimated: each sentence is synthesized once with libespeak-ng (in-process,
 through its C API) and the library's WORD events give the sample at which every word starts; a word

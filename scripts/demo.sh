@@ -8,7 +8,7 @@ RUN=data/demo-run
 step() { printf '\n=== %s ===\n' "$*"; }
 
 step "1/5 demo corpus -> data/demo"
-$PY -m pipeline.demo --out data/demo --videos 128   # ~900 samples (4 overlapping spans per slot, configs/demo.yaml)
+$PY -m pipeline.demo --out data/demo --videos 128   # ~1030 samples (4 overlapping spans per slot, configs/demo.yaml)
 
 # Outputs made from another corpus (an older generator version or size) would be resumed with stale
 # shards: start $RUN afresh when the corpus it was made from is not the one in data/demo.

@@ -40,9 +40,10 @@ def plot_metrics(metrics: str | Path, out: str | Path) -> Path | None:
         h_steps = [r["step"] for r in heldout]
         ax_acc.plot(h_steps, [r["sort_acc"] / 100 for r in heldout], "o--", color="C0", label="held-out sort accuracy")
         ax_acc.plot(h_steps, [r["pos_acc"] / 100 for r in heldout], "o--", color="C1", label="held-out position accuracy")
-        if "sort_acc_text_only" in heldout[0]:
-            ax_acc.plot(h_steps, [r["sort_acc_text_only"] / 100 for r in heldout], "x:", color="C2",
-                        label="held-out sort, text only")
+        text_only = [r for r in heldout if "sort_acc_text_only" in r]   # absent when no batch had 2 videos
+        if text_only:
+            ax_acc.plot([r["step"] for r in text_only], [r["sort_acc_text_only"] / 100 for r in text_only], "x:",
+                        color="C2", label="held-out sort, text only")
     ax_acc.axhline(1 / 256, color="grey", linestyle=":", label="sort chance 1/256")
     ax_acc.set_xlabel("step")
     ax_acc.set_ylim(0, 1)
