@@ -18,4 +18,5 @@ demo: setup
 	@source scripts/env.sh && scripts/demo.sh
 
 test: setup-test
+	@.venv/bin/ruff check --quiet .
 	@source scripts/env.sh && $(PY) -m pytest -q tests $(PYTEST_ARGS)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.demo import generate  # noqa: E402
-from pipeline.demo_render import encode_lavfi  # noqa: E402
+from pipeline.demo.corpus import generate  # noqa: E402
+from pipeline.demo.render import encode_lavfi  # noqa: E402
 
 
 def main() -> int:

@@ -3,7 +3,7 @@ measured in the same run (127.0.0.1 only).
 
     python bench/fetch_io.py [--mib 64] [--rows 200000] [--repeats 3]
 
-HTTP: ``pipeline.fetch.fetch`` (retries, Range bookkeeping, sniffing, size cap, .part + rename) versus
+HTTP: ``pipeline.sources.fetch.fetch`` (retries, Range bookkeeping, sniffing, size cap, .part + rename) versus
 ``requests.get(stream=True)`` copied straight to a file. Manifest: ``read_manifest`` (validation,
 path resolution, ManifestRow) versus ``json.loads`` per line. Prints MB/s and rows/s and the ratios.
 """
@@ -20,8 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.fetch import FetchConfig, cleanup, fetch  # noqa: E402
-from pipeline.manifest import ManifestRow, read_manifest  # noqa: E402
+from pipeline.sources.fetch import cleanup, fetch  # noqa: E402
+from pipeline.sources.fetch_config import FetchConfig  # noqa: E402
+from pipeline.sources.manifest import read_manifest  # noqa: E402
+from pipeline.sources.rows import ManifestRow  # noqa: E402
 from tests.pipeline.http_fixture import LocalHTTPServer  # noqa: E402
 
 

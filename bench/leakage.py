@@ -71,7 +71,7 @@ def bench_embed(args: argparse.Namespace) -> None:
     import torch
     from PIL import Image
 
-    from dedup.embed import FrameEmbedder
+    from features.embed import FrameEmbedder
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)

@@ -48,7 +48,7 @@ def run_job_timed(manifest: Path, num_cpus: int, extra: list[str]) -> tuple[list
     """The job twice in one Ray session: cold (fresh workers import everything) and warm (workers reused)."""
     import ray
 
-    from pipeline.run import _check_models, run_job
+    from pipeline.run import check_models, run_job
 
     summaries = []
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -61,7 +61,7 @@ def run_job_timed(manifest: Path, num_cpus: int, extra: list[str]) -> tuple[list
             cfg = load_config(PipelineConfig, ROOT / "configs" / "demo.yaml",
                               [f"input.manifest={manifest}", f"output.dir={out}", "ray.progress_bar=false",
                                f"ray.num_cpus={num_cpus}", *extra], job="pipeline")
-            _check_models(cfg)  # build/resolve the ASR model outside the timed part
+            check_models(cfg)  # build/resolve the ASR model outside the timed part
             summaries.append(run_job(cfg, use_ray=True))
     finally:
         ray.shutdown()
@@ -115,8 +115,8 @@ def make_720p(minutes: int) -> Path:
 
 MEMORY_PROBE = r"""
 import json, resource, sys
-from pipeline.probe import probe
-from pipeline.decode import DecodeConfig, decode_frames
+from pipeline.media.probe import probe
+from pipeline.media.decode import DecodeConfig, decode_frames
 path, mode = sys.argv[1], sys.argv[2]
 info = probe(path)
 if mode == "span":   # one TVTS span (19 s, 16 bins) in the middle of the video

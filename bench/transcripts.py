@@ -2,7 +2,7 @@
 
     python bench/transcripts.py [--vtt FILE] [--repeat N] [--asr-seconds S] [--model DIR]
 
-1. VTT parser: words/s of `pipeline.transcripts.load_words` (raw and cleaned) on a real 19-minute YouTube
+1. VTT parser: words/s of `pipeline.transcripts.load.load_words` (raw and cleaned) on a real 19-minute YouTube
    auto caption (shared/data/youtube_vtt/auto_mtabe_subtitles.en.vtt), against two baselines on the same
    bytes: webvtt-py (requirements-test.txt; a pure-Python cue parser: cue timing and text only, no word
    times, rolling duplicates kept) and a naive one-regex pass (timing lines dropped, tags stripped,
@@ -48,7 +48,7 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
 
 
 def bench_vtt(path: Path, repeat: int) -> None:
-    from pipeline.transcripts import load_words
+    from pipeline.transcripts.load import load_words
 
     data = path.read_bytes()
     t_ours, ours = best_of(lambda: load_words(data, name=path.name, clean=False), repeat)
@@ -105,8 +105,8 @@ def speech_audio(seconds: float):
 
 
 def bench_asr(seconds: float, model: str | None, beam: int) -> None:
-    from pipeline.asr import AsrConfig, Transcriber
-    from pipeline.tiny_whisper import ensure_tiny_whisper
+    from pipeline.transcripts.asr import AsrConfig, Transcriber
+    from pipeline.transcripts.tiny_whisper import ensure_tiny_whisper
 
     model_dir = model or str(ensure_tiny_whisper())
     audio = speech_audio(seconds)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from common.cli import dispatch
 
 USAGE = """usage: python -m dedup COMMAND ...
 
@@ -30,7 +33,7 @@ def rewrite_main(argv: list[str]) -> int:
     if not shards:
         print(f"error: --shards {args.shards!r} matches no files", file=sys.stderr)
         return 1
-    missing = [p for p in args.blocklist if not __import__("os").path.isfile(p)]
+    missing = [p for p in args.blocklist if not os.path.isfile(p)]
     if missing:
         print(f"error: blocklist {missing[0]} does not exist (run python -m dedup leakage first)", file=sys.stderr)
         return 1
@@ -40,23 +43,8 @@ def rewrite_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "leakage":
-        from dedup.leakage import main as leakage_main
-
-        return leakage_main(rest)
-    if command in ("near-dups", "near_dups"):
-        from dedup.near_dups import main as near_main
-
-        return near_main(rest)
-    if command == "rewrite-shards":
-        return rewrite_main(rest)
-    print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+    return dispatch(argv, USAGE, {"leakage": "dedup.leakage:main", "near-dups": "dedup.near_dups:main",
+                                  "near_dups": "dedup.near_dups:main", "rewrite-shards": rewrite_main})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 `write_blocklist` writes one entry per line with the reason as a trailing comment; `read_blocklist`
 parses the same way the training loader does; `rewrite_shards` copies shards without the blocked
-samples (members byte for byte; sidecar parquet and stats file through `pipeline.shards.ShardWriter`,
+samples (members byte for byte; sidecar parquet and stats file through `pipeline.samples.shards.ShardWriter`,
 stats last, so a rewritten shard is done only when complete).
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def read_blocklist(paths: Iterable[str | Path]) -> set[str]:
 def rewrite_shards(shards: list[str], blocked: set[str], out_dir: str | Path) -> dict:
     """Write `out_dir/shard-NNNNNN.tar` (+ parquet, stats) holding every sample not blocked by key or video id."""
     from common.deps import require
-    from pipeline.shards import ShardSample, ShardWriter
+    from pipeline.samples.shards import ShardSample, ShardWriter
 
     wds = require("webdataset")
     out_dir = Path(out_dir)

@@ -6,7 +6,7 @@ Both are filled from YAML by `common.config.load_config` (configs/leakage.yaml, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from common.config import ConfigError
 

@@ -20,7 +20,6 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -154,7 +153,7 @@ class CorpusFeatures:
     """
 
     def __init__(self, embedder_kwargs: dict, use_stored: bool = True, frames_per_sample: int = 0):
-        from dedup.embed import FrameEmbedder
+        from features.embed import FrameEmbedder
 
         self.embedder = FrameEmbedder(**embedder_kwargs)
         self.use_stored = use_stored

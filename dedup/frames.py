@@ -1,7 +1,7 @@
 """Frames of a downstream video, decoded by the pipeline's own probe + decode stages.
 
 N frames at the bin centres of the video (the same spacing rule the shards use), short side
-`short_side`, returned as uint8 [N, H, W, 3]. Reusing pipeline.probe / pipeline.decode means the corpus
+`short_side`, returned as uint8 [N, H, W, 3]. Reusing pipeline.media.probe / pipeline.media.decode means the corpus
 frames and the downstream frames come out of the same decoder and resizer, so a re-upload of a clip
 is compared like for like. Failures are `pipeline.errors.StageError`s with their stable error_class
 (`missing_file`, `not_video`, `no_video_stream`, `decode_failed`, `decode_timeout`, ...).
@@ -33,9 +33,9 @@ def bin_centres(duration: float, n_frames: int) -> list[float]:
 def decode_frames(path: str | os.PathLike, n_frames: int = 8, short_side: int = 224,
                   timeout: float = 120.0) -> DecodedVideo:
     """Decode `n_frames` frames spread evenly over the video."""
-    from pipeline.decode import DecodeConfig
-    from pipeline.decode import decode_frames as pipeline_decode
-    from pipeline.probe import probe
+    from pipeline.media.decode import DecodeConfig
+    from pipeline.media.decode import decode_frames as pipeline_decode
+    from pipeline.media.probe import probe
 
     Image = require("PIL.Image", "pillow")
     info = probe(path)

@@ -2,9 +2,9 @@
 
     python -m dedup leakage --config configs/leakage.yaml [--set search.threshold=0.92 ...]
 
-1. Downstream side (small): each dataset's official annotation files -> videos -> N frames each (ffmpeg)
-   -> open_clip features, cached under output.dir/cache/ keyed by the model fingerprint, so a rerun
-   reuses them. Decode failures are counted per error class.
+1. Downstream side (small; dedup/downstream_features.py): each dataset's official annotation files ->
+   videos -> N frames each (ffmpeg) -> frame features, cached under output.dir/cache/ keyed by the model
+   fingerprint, so a rerun reuses them. Decode failures are counted per error class.
 2. FAISS index over all downstream frames (Flat up to a size, HNSW/IVF beyond; dedup/index.py).
 3. Corpus side (large), streamed: shards -> samples -> features (stored `clip.npy` when the fingerprint
    matches, else computed from the JPEGs; with corpus.frames_per_sample only N evenly spaced frames of
@@ -19,130 +19,24 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from common.atomic import write_bytes, write_json
+from common.atomic import write_json
+from common.cli import JobError, progress
 from common.config import add_config_args, load_from_args
 from common.donemark import inputs_fingerprint, is_done, mark_done
-from dedup.config import DownstreamSpec, LeakageConfig
+from dedup.config import LeakageConfig
 from dedup.corpus import expand_shards, iter_samples, sample_features
-from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL, DownstreamFormatError, DownstreamVideo, read_dataset
-from pipeline.errors import StageError
-
-CACHE_VERSION = 1
-
-
-class JobError(RuntimeError):
-    """The job itself cannot run (no corpus shards, no downstream set): one line, exit code 1."""
-
-
-def tqdm(*args: Any, **kwargs: Any):
-    from tqdm import tqdm as _tqdm
-
-    kwargs.setdefault("disable", not sys.stderr.isatty() and os.environ.get("TVTS_PROGRESS") != "1")
-    kwargs.setdefault("dynamic_ncols", True)
-    return _tqdm(*args, **kwargs)
-
-
-# ---- downstream side --------------------------------------------------------------------------------------
-@dataclass
-class DownstreamSet:
-    spec: DownstreamSpec
-    videos: list[DownstreamVideo] = field(default_factory=list)
-    error: str = ""  # the dataset could not be read at all
-    bad_rows: int = 0
-    row_errors: list[str] = field(default_factory=list)
-    failures: Counter = field(default_factory=Counter)  # decode error class -> count
-    failure_examples: list[str] = field(default_factory=list)
-    feats: np.ndarray | None = None  # float16 [F, D]
-    frame_video: np.ndarray | None = None  # int32 [F] index into videos
-    frame_index: np.ndarray | None = None  # int32 [F]
-    frame_time: np.ndarray | None = None  # float32 [F]
-    cached: bool = False
-
-    @property
-    def with_file(self) -> int:
-        return sum(1 for v in self.videos if v.path)
-
-    @property
-    def checked(self) -> int:
-        return 0 if self.frame_video is None else len(np.unique(self.frame_video))
-
-
-def _file_id(path: str) -> list:
-    st = os.stat(path)
-    return [os.path.abspath(path), st.st_size, int(st.st_mtime)]
-
-
-def _cache_key(spec: DownstreamSpec, fingerprint: str, videos: list[DownstreamVideo]) -> str:
-    blob = json.dumps({
-        "v": CACHE_VERSION, "model": fingerprint, "spec": asdict(spec),
-        "annotations": [_file_id(p) for p in spec.annotations],
-        "videos": [[v.video_id, v.path, os.path.getsize(v.path) if v.path else None] for v in videos],
-    }, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def load_downstream(spec: DownstreamSpec, embedder: Any, cache_dir: Path) -> DownstreamSet:
-    """Read one dataset's annotations, decode and embed its videos (or reuse the cached features)."""
-    from dedup.frames import decode_frames
-
-    ds = DownstreamSet(spec)
-    try:
-        result = read_dataset(spec.name, spec.format, spec.annotations, spec.video_root, spec.splits, spec.max_videos)
-    except (DownstreamFormatError, OSError) as exc:
-        ds.error = str(exc)
-        return ds
-    ds.videos, ds.bad_rows, ds.row_errors = result.videos, result.bad_rows, result.errors
-    cache = cache_dir / f"downstream-{spec.name}-{_cache_key(spec, embedder.fingerprint, ds.videos)}.npz"
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            ds.feats, ds.frame_video = z["feats"], z["frame_video"]
-            ds.frame_index, ds.frame_time = z["frame_index"], z["frame_time"]
-            info = json.loads(str(z["info"]))
-        ds.failures, ds.failure_examples, ds.cached = Counter(info["failures"]), info["examples"], True
-        return ds
-    feats, frame_video, frame_index, frame_time = [], [], [], []
-    todo = [(i, v) for i, v in enumerate(ds.videos) if v.path]
-    ds.failures["no_video_file"] = len(ds.videos) - len(todo)
-    for i, video in tqdm(todo, desc=f"downstream {spec.name}", unit="video"):
-        try:
-            decoded = decode_frames(video.path, spec.frames, short_side=max(embedder.image_size, 256))
-            vectors = embedder.embed(decoded.frames)
-        except StageError as exc:
-            ds.failures[exc.error_class] += 1
-            if len(ds.failure_examples) < 10:
-                ds.failure_examples.append(exc.message)
-            continue
-        feats.append(vectors)
-        frame_video.append(np.full(len(vectors), i, np.int32))
-        frame_index.append(np.arange(len(vectors), dtype=np.int32))
-        frame_time.append(np.asarray(decoded.times, np.float32))
-    if not ds.failures["no_video_file"]:
-        del ds.failures["no_video_file"]
-    dim = embedder.dim
-    ds.feats = np.concatenate(feats) if feats else np.zeros((0, dim), np.float16)
-    ds.frame_video = np.concatenate(frame_video) if feats else np.zeros(0, np.int32)
-    ds.frame_index = np.concatenate(frame_index) if feats else np.zeros(0, np.int32)
-    ds.frame_time = np.concatenate(frame_time) if feats else np.zeros(0, np.float32)
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, feats=ds.feats, frame_video=ds.frame_video, frame_index=ds.frame_index,
-             frame_time=ds.frame_time,
-             info=np.array(json.dumps({"failures": dict(ds.failures), "examples": ds.failure_examples})))
-    write_bytes(cache, buffer.getvalue())
-    return ds
+from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
+from dedup.downstream_features import DownstreamSet, load_downstream
 
 
 # ---- corpus side --------------------------------------------------------------------------------------------
@@ -205,8 +99,7 @@ def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterat
     """The same stream composed with Ray Data: shard reading tasks -> embedding actors -> the driver."""
     import ray
 
-    from dedup.corpus import CorpusFeatures
-    from dedup.embed import embedder_kwargs
+    from features.embed import embedder_kwargs
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -221,13 +114,13 @@ def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterat
         rows = []
         for row in _sample_rows([item["shard"]], local, 0):
             clip = row.pop("clip")
-            row["clip_npy"] = _npy_bytes(clip) if clip is not None else b""
+            row["clip_npy"] = npy_bytes(clip) if clip is not None else b""
             row["clip_model"] = row["clip_model"] or ""
             rows.append(row)
         return rows
 
     ds = ray.data.from_items([{"shard": s} for s in shards]).flat_map(read_shard)
-    ds = ds.map_batches(_RayFeatures, fn_constructor_kwargs={"embedder_kwargs": embedder_kwargs(cfg.model),
+    ds = ds.map_batches(RayFeatures, fn_constructor_kwargs={"embedder_kwargs": embedder_kwargs(cfg.model),
                                                              "use_stored": cfg.corpus.use_stored_features,
                                                              "frames_per_sample": cfg.corpus.frames_per_sample},
                         concurrency=cfg.model.concurrency, num_gpus=cfg.model.num_gpus or None,
@@ -236,16 +129,16 @@ def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterat
     for batch in ds.iter_batches(batch_size=64, batch_format="pandas"):
         for row in batch.to_dict("records"):
             counts["samples_read"] += 1
-            feats = _from_npy(row.pop("feats_npy")) if row["feats_npy"] else None
+            feats = from_npy(row.pop("feats_npy")) if row["feats_npy"] else None
             indices = row.pop("frame_indices_npy")
-            row["frame_indices"] = _from_npy(indices).tolist() if indices else None
+            row["frame_indices"] = from_npy(indices).tolist() if indices else None
             yield row, feats, row["feature_source"] or row["error"]
             n += 1
             if cfg.corpus.max_samples and n >= cfg.corpus.max_samples:
                 return
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
     import io
 
     buffer = io.BytesIO()
@@ -253,13 +146,13 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _from_npy(data: bytes) -> np.ndarray:
+def from_npy(data: bytes) -> np.ndarray:
     import io
 
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-class _RayFeatures:
+class RayFeatures:
     """Ray actor around CorpusFeatures: rows carry npy bytes (Arrow-friendly) instead of arrays."""
 
     def __init__(self, embedder_kwargs: dict, use_stored: bool, frames_per_sample: int = 0):
@@ -270,15 +163,15 @@ class _RayFeatures:
     def __call__(self, frame):  # pandas DataFrame
         batch = {
             "key": list(frame["key"]), "video_id": list(frame["video_id"]), "frames": list(frame["frames"]),
-            "clip": [_from_npy(b) if len(b) else None for b in frame["clip_npy"]],
+            "clip": [from_npy(b) if len(b) else None for b in frame["clip_npy"]],
             "clip_model": list(frame["clip_model"]),
         }
         out = self.stage(batch)
         frame = frame.drop(columns=["clip_npy", "frames"])
-        frame["feats_npy"] = [_npy_bytes(f) if f is not None else b"" for f in out["clip"]]
+        frame["feats_npy"] = [npy_bytes(f) if f is not None else b"" for f in out["clip"]]
         frame["error"], frame["feature_source"] = out["error"], out["feature_source"]
         # npy bytes like the features: a list column would be list<null> in a batch where every row failed
-        frame["frame_indices_npy"] = [_npy_bytes(np.asarray(i, np.int32)) if f is not None else b""
+        frame["frame_indices_npy"] = [npy_bytes(np.asarray(i, np.int32)) if f is not None else b""
                                       for i, f in zip(out["frame_indices"], out["clip"])]
         return frame
 
@@ -314,9 +207,9 @@ def _global_tables(sets: list[DownstreamSet], dim: int):
 
 
 def run(cfg: LeakageConfig) -> LeakageResult:
-    from dedup.embed import FrameEmbedder, embedder_kwargs
     from dedup.index import build_index, search
     from dedup.match import PairStats, aggregate_batch
+    from features.embed import FrameEmbedder, embedder_kwargs
 
     started = time.time()
     out_dir = Path(cfg.output.dir)
@@ -370,7 +263,7 @@ def run(cfg: LeakageConfig) -> LeakageResult:
 
     frames_per_batch = max(cfg.search.query_batch, 1)
     queued = 0
-    with tqdm(desc="corpus", unit="sample") as bar:
+    with progress(desc="corpus", unit="sample") as bar:
         for row, sample_feats, source in stream:
             bar.update(1)
             video = corpus_videos.setdefault(row["video_id"], {"youtube_id": None, "first_key": row["key"],

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import write_json
+from common.cli import JobError, progress
 from common.config import add_config_args, load_from_args
 from dedup.config import NearDupsConfig
 
@@ -47,8 +48,7 @@ class _UnionFind:
 def sample_vectors(cfg: NearDupsConfig, out_dir: Path) -> tuple[np.memmap | np.ndarray, list[dict], Counter]:
     """One normalised mean frame feature per sample, in a disk-backed float16 array."""
     from dedup.corpus import expand_shards, iter_samples, sample_features
-    from dedup.embed import FrameEmbedder, embedder_kwargs
-    from dedup.leakage import JobError, tqdm
+    from features.embed import FrameEmbedder, embedder_kwargs
 
     shards = expand_shards(cfg.corpus.shards)
     if not shards:
@@ -59,7 +59,7 @@ def sample_vectors(cfg: NearDupsConfig, out_dir: Path) -> tuple[np.memmap | np.n
     path = out_dir / "sample_features.f16"
     capacity = 1024
     store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(capacity, embedder.dim))
-    for sample in tqdm(iter_samples(shards, counts, cfg.corpus.max_samples), desc="corpus", unit="sample"):
+    for sample in progress(iter_samples(shards, counts, cfg.corpus.max_samples), desc="corpus", unit="sample"):
         feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features, cfg.corpus.frames_per_sample)
         if feats is None:
             counts[f"failed:{source}"] += 1
@@ -167,7 +167,6 @@ def run(cfg: NearDupsConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dedup.leakage import JobError
 
     parser = argparse.ArgumentParser(prog="python -m dedup near-dups", description=__doc__.split("\n\n")[0])
     add_config_args(parser)

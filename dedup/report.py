@@ -79,7 +79,7 @@ def _thumb(image: np.ndarray | None, width: int = 240) -> str:
 def _corpus_frames(pairs: list[dict]) -> dict[tuple[str, int], np.ndarray]:
     """The corpus frames the shown pairs need, read from just the shards that hold them."""
     from dedup.corpus import iter_shard
-    from dedup.embed import decode_image
+    from features.embed import decode_image
 
     wanted: dict[str, set[tuple[str, int]]] = {}
     for p in pairs:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from common.cli import progress
 from common.deps import require
 
 
@@ -46,7 +47,6 @@ def text_matches(cfg: Any, shards: list[str], sets: list[Any], counts: Counter) 
     """Pairs (corpus sample, downstream video) whose transcript and caption embeddings are over the threshold."""
     from dedup.corpus import iter_samples
     from dedup.index import build_index, search
-    from dedup.leakage import tqdm
 
     captions, owners = [], []
     for ds in sets:
@@ -80,7 +80,7 @@ def text_matches(cfg: Any, shards: list[str], sets: list[Any], counts: Counter) 
                                  "downstream_label": video.label}
         batch.clear()
 
-    for sample in tqdm(iter_samples(shards, Counter(), cfg.corpus.max_samples), desc="transcripts", unit="sample"):
+    for sample in progress(iter_samples(shards, Counter(), cfg.corpus.max_samples), desc="transcripts", unit="sample"):
         if not sample.text:
             continue
         counts["text_checked"] += 1

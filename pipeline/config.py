@@ -1,7 +1,7 @@
 """`PipelineConfig`: the data job's typed config (the `pipeline:` section of configs/demo.yaml).
 
-Sections: input, output, fetch (pipeline.fetch), probe, transcript (+ its word cleaning, pipeline.clean),
-asr (pipeline.asr), segment (pipeline.segment), decode, embed (optional clip features, dedup.embed),
+Sections: input, output, fetch (pipeline.sources.fetch), probe, transcript (+ its word cleaning, pipeline.transcripts.clean),
+asr (pipeline.transcripts.asr), segment (pipeline.samples.segment), decode, embed (optional clip features, features.embed),
 shards, ray; plus the shared top-level `seed`. Every key can be overridden on the command line:
 `python -m pipeline run --config configs/demo.yaml --set decode.short_side=320 --set ray.num_cpus=4`.
 """
@@ -10,18 +10,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from pipeline.asr import AsrConfig
-from pipeline.clean import CleanConfig
-from pipeline.decode import DecodeConfig
-from pipeline.fetch import FetchConfig
-from pipeline.probe import ProbeConfig
-from pipeline.segment import SegmentConfig
-from pipeline.shards import ShardsConfig
+from pipeline.media.decode import DecodeConfig
+from pipeline.media.probe import ProbeConfig
+from pipeline.samples.segment import SegmentConfig
+from pipeline.samples.shards import ShardsConfig
+from pipeline.sources.fetch_config import FetchConfig
+from pipeline.transcripts.asr import AsrConfig
+from pipeline.transcripts.clean import CleanConfig
 
 
 @dataclass
 class InputConfig:
-    manifest: str = "data/demo/manifest.jsonl"  # path, fsspec URL, folder or glob (pipeline.manifest)
+    manifest: str = "data/demo/manifest.jsonl"  # path, fsspec URL, folder or glob (pipeline.sources.manifest)
     format: str | None = None                     # jsonl | csv | tsv | parquet | json; None: from the name
     limit: int | None = None                      # only the first N rows (after de-duplication)
     # Split one manifest between independent jobs (e.g. one per cluster): this job takes the rows whose
@@ -56,7 +56,7 @@ class TranscriptConfig:
 
 @dataclass
 class EmbedConfig:
-    """Optional open_clip features of the frames, stored as `clip.npy` (dedup.embed.FrameEmbedder)."""
+    """Optional open_clip features of the frames, stored as `clip.npy` (features.embed.FrameEmbedder)."""
 
     enabled: bool = False
     model: str = "ViT-B-32"

@@ -3,7 +3,7 @@
 Ray Data streams the manifest's rows through the stages (pipeline/stages.py: fetch -> probe ->
 transcript -> [asr actors] -> segment -> decode -> [embed actors]), one `map_batches` per stage with
 its resources from the `ray` config section; the driver takes the finished videos as they come, puts them back in
-manifest order (`InOrder`: early arrivals wait in memory, or on disk past `ray.reorder_memory_bytes`,
+manifest order (`pipeline.driver.InOrder`: early arrivals wait in memory, or on disk past `ray.reorder_memory_bytes`,
 so one slow video never stalls the workers) and appends their samples to shards (pipeline/shards.py), recording every video's
 outcome in the ledger (pipeline/ledger.py). See ARCHITECTURE.md, "Pipeline: resume guarantee".
 
@@ -32,194 +32,30 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterator
 
+from common.cli import JobError
 from common.config import add_config_args, load_from_args
 from pipeline.config import PipelineConfig, asr_enabled, to_dict
+from pipeline.driver import Committer, InOrder, Inputs, chunks
 from pipeline.ledger import Ledger
-from pipeline.shards import ShardWriter, clean_incomplete, read_stats
-from pipeline.stages import (AsrStage, DecodeStage, EmbedStage, FetchStage, ProbeStage, SegmentStage,
-                             TranscriptStage, VideoWork)
+from pipeline.samples.shards import ShardWriter, clean_incomplete, read_stats
+from pipeline.stages import (
+    AsrStage,
+    DecodeStage,
+    EmbedStage,
+    FetchStage,
+    ProbeStage,
+    SegmentStage,
+    TranscriptStage,
+    VideoWork,
+)
 from pipeline.summary import build_summary, format_table, write_summary
 
 log = logging.getLogger("pipeline.run")
 
 STAGES = {"fetch": FetchStage, "probe": ProbeStage, "transcript": TranscriptStage, "asr": AsrStage,
           "segment": SegmentStage, "decode": DecodeStage, "embed": EmbedStage}
-
-
-class JobError(RuntimeError):
-    """The job cannot run or broke (not a bad input): one line for the user, exit code `code`."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-# --------------------------------------------------------------------------------------------------
-# Inputs
-
-
-class Inputs:
-    """The manifest's rows for this job (de-duplicated, partitioned, limited), streamed in order."""
-
-    def __init__(self, cfg: PipelineConfig):
-        self.cfg = cfg
-        self.total = self.duplicates = self.errors = 0
-
-    def _items(self) -> Iterator[Any]:
-        from pipeline.manifest import DedupeStats, ManifestError, ManifestFormatError, dedupe_rows, read_manifest
-
-        stats = DedupeStats()
-        try:
-            order = 0
-            for item in dedupe_rows(read_manifest(self.cfg.input.manifest, self.cfg.input.format), stats):
-                if isinstance(item, ManifestError):
-                    yield item
-                    continue
-                if self.cfg.input.limit is not None and order >= self.cfg.input.limit:
-                    break
-                if order % self.cfg.input.partitions == self.cfg.input.partition:
-                    yield order, item
-                order += 1
-        except ManifestFormatError as exc:
-            raise JobError(f"cannot read the manifest {self.cfg.input.manifest}: {exc}", code=2) from None
-        except (OSError, ValueError) as exc:
-            raise JobError(f"cannot read the manifest {self.cfg.input.manifest}: {exc}", code=2) from None
-        self.duplicates = stats.duplicates
-
-    def scan(self, finished: set[str]) -> int:
-        """Count the inputs and those still to do (first pass)."""
-        self.total = self.errors = todo = 0
-        for item in self._items():
-            self.total += 1
-            if isinstance(item, tuple):
-                todo += item[1].video_id not in finished
-            else:
-                self.errors += 1
-        return todo
-
-    def work(self, finished: set[str], ledger: Ledger) -> Iterator[VideoWork]:
-        """The rows to do, as VideoWork; malformed rows are recorded as failed on the way."""
-        for item in self._items():
-            if isinstance(item, tuple):
-                order, row = item
-                if row.video_id not in finished:
-                    yield VideoWork(order=order, row=row.to_dict())
-            elif item.input_id not in finished:
-                record = item.as_record()
-                ledger.record_failed(item.input_id, item.line, record["stage"], record["error_class"],
-                                     record["message"])
-
-
-def _chunks(items: Iterable[VideoWork], size: int) -> Iterator[list[VideoWork]]:
-    chunk: list[VideoWork] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-class InOrder:
-    """Yield finished videos in manifest order whatever order they arrive in.
-
-    Early arrivals wait in memory up to `memory_bytes` (their pickled size), beyond that in files under
-    `spool_dir` (deleted as they are used; the folder is only a cache: a crash just redoes those videos).
-    """
-
-    def __init__(self, orders: Iterable[int], spool_dir: Path, memory_bytes: int):
-        self.expected = list(orders)
-        self.position = 0
-        self.spool_dir = spool_dir
-        self.memory_bytes = memory_bytes
-        self.in_memory: dict[int, bytes] = {}
-        self.on_disk: set[int] = set()
-        self.held_bytes = 0
-
-    def _take(self, order: int) -> VideoWork:
-        if order in self.in_memory:
-            blob = self.in_memory.pop(order)
-            self.held_bytes -= len(blob)
-            return pickle.loads(blob)
-        path = self.spool_dir / f"{order}.pkl"
-        item = pickle.loads(path.read_bytes())
-        path.unlink()
-        self.on_disk.discard(order)
-        return item
-
-    def push(self, item: VideoWork) -> Iterator[VideoWork]:
-        if self.position < len(self.expected) and item.order == self.expected[self.position]:
-            self.position += 1
-            yield item
-        else:
-            blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-            if self.held_bytes + len(blob) <= self.memory_bytes:
-                self.in_memory[item.order] = blob
-                self.held_bytes += len(blob)
-            else:
-                self.spool_dir.mkdir(parents=True, exist_ok=True)
-                (self.spool_dir / f"{item.order}.pkl").write_bytes(blob)
-                self.on_disk.add(item.order)
-        while self.position < len(self.expected) and (
-                self.expected[self.position] in self.in_memory or self.expected[self.position] in self.on_disk):
-            order = self.expected[self.position]
-            self.position += 1
-            yield self._take(order)
-
-    def check_complete(self) -> None:
-        if self.position != len(self.expected):
-            missing = self.expected[self.position]
-            raise JobError(f"the stages returned no result for manifest position {missing}; rerun to resume")
-
-
-# --------------------------------------------------------------------------------------------------
-# Driver side: shards + ledger
-
-
-class Committer:
-    """Takes finished videos in order; appends samples to the open shard; commits shard + ledger."""
-
-    def __init__(self, cfg: PipelineConfig, ledger: Ledger, writer: ShardWriter):
-        self.cfg, self.ledger, self.writer = cfg, ledger, writer
-        self.pending: list[dict[str, Any]] = []
-        self.counts = {"processed": 0, "written": 0, "skipped": 0, "failed": 0, "samples": 0, "shards": 0,
-                       "dropped_samples": 0}
-
-    def add(self, item: VideoWork) -> None:
-        line = item.row.get("line")
-        seconds = {k: round(v, 4) for k, v in item.seconds.items()}
-        self.counts["processed"] += 1
-        if item.status == "failed":
-            self.ledger.record_failed(item.video_id, line, item.stage or "?", item.error_class or "unknown",
-                                      item.message, seconds)
-            self.counts["failed"] += 1
-            return
-        if item.status == "skipped" or not item.samples:
-            self.ledger.record_skipped(item.video_id, line, item.reason or "no_samples", item.message, seconds)
-            self.counts["skipped"] += 1
-            return
-        for sample in item.samples:
-            self.writer.add(sample)
-        self.pending.append({"video_id": item.video_id, "line": line, "keys": [s.key for s in item.samples],
-                             "seconds": seconds})
-        self.counts["samples"] += len(item.samples)
-        self.counts["dropped_samples"] += item.dropped_samples
-        if (self.writer.open_samples >= self.cfg.shards.max_samples
-                or self.writer.open_bytes >= self.cfg.shards.max_bytes):
-            self.commit()
-
-    def commit(self) -> None:
-        if not self.pending:
-            return
-        outcomes = {p["video_id"]: {"line": p["line"], "seconds": p["seconds"]} for p in self.pending}
-        shard = self.writer.close_shard(extra_stats={"outcomes": outcomes})
-        self.ledger.commit_shard(shard.index, shard.name, shard.samples, shard.bytes, self.pending)
-        self.counts["written"] += len(self.pending)
-        self.counts["shards"] += 1
-        self.pending = []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,10 +194,10 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         yield
 
 
-def _check_models(cfg: PipelineConfig) -> None:
+def check_models(cfg: PipelineConfig) -> None:
     """Resolve models before starting, so a missing one is one clear line and not a failure per video."""
     if asr_enabled(cfg):
-        from pipeline.asr import AsrModelError, check_model
+        from pipeline.transcripts.asr import AsrModelError, check_model
 
         try:
             cfg.asr.model = check_model(cfg.asr)
@@ -369,9 +205,9 @@ def _check_models(cfg: PipelineConfig) -> None:
             raise JobError(str(exc), code=2) from None
     if cfg.embed.enabled:
         try:
-            import dedup.embed  # noqa: F401
+            import features.embed  # noqa: F401
         except ImportError as exc:
-            raise JobError(f"embed.enabled is true but dedup.embed cannot be imported: {exc}", code=2) from None
+            raise JobError(f"embed.enabled is true but features.embed cannot be imported: {exc}", code=2) from None
 
 
 # Config sections that change what lands in the shards (not how fast or from where).
@@ -419,7 +255,7 @@ def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = 
         try:
             reconciled = ledger.reconcile(read_stats(shards_dir))
             _check_same_settings(ledger, cfg)
-            _check_models(cfg)
+            check_models(cfg)
             inputs = Inputs(cfg)
             finished = ledger.finished_ids(retry_failed=retry_failed)
             todo = inputs.scan(finished)
@@ -455,7 +291,7 @@ def _process(cfg: PipelineConfig, work: Iterator[VideoWork], committer: Committe
         bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True, file=sys.stderr)
         started = time.time()
         try:
-            for chunk in _chunks(work, cfg.ray.chunk_rows):
+            for chunk in chunks(work, cfg.ray.chunk_rows):
                 in_order = InOrder([it.order for it in chunk], Path(cfg.output.dir) / ".reorder",
                                    cfg.ray.reorder_memory_bytes)
                 stream = _stream_ray(chunk, cfg) if use_ray else _stream_local(chunk, cfg, local_stages)

@@ -6,16 +6,16 @@ problem into the item's one outcome: `StageError` -> failed (stage, error class,
 never stops the job). Items already failed or skipped pass through untouched. Every stage adds its
 wall time to `item.seconds[stage]`.
 
-    fetch      pipeline.fetch.fetch: the video (and captions) as local files in the scratch folder
-    probe      pipeline.probe.probe: duration, fps, size, rotation, audio
-    transcript pipeline.transcripts.load_words for rows with captions; rows without get their audio
+    fetch      pipeline.sources.fetch.fetch: the video (and captions) as local files in the scratch folder
+    probe      pipeline.media.probe.probe: duration, fps, size, rotation, audio
+    transcript pipeline.transcripts.load.load_words for rows with captions; rows without get their audio
                extracted (16 kHz mono WAV bytes, carried in the item so the ASR actor needs no file)
-    asr        pipeline.asr (faster-whisper) on the rows that need it, model loaded once per instance
-    segment    pipeline.segment.plan_samples: TVTS spans, K windows, 16 frame times
-    decode     pipeline.decode.decode_frames per sample -> JPEG members + json -> ShardSample
-    embed      dedup.embed.FrameEmbedder (optional): clip.npy per sample
+    asr        pipeline.transcripts.asr (faster-whisper) on the rows that need it, model loaded once per instance
+    segment    pipeline.samples.segment.plan_samples: TVTS spans, K windows, 16 frame times
+    decode     pipeline.media.decode.decode_frames per sample -> JPEG members + json -> ShardSample
+    embed      features.embed.FrameEmbedder (optional): clip.npy per sample
 
-Downloads are deleted (pipeline.fetch.cleanup, unless fetch.keep_downloads) as soon as an item is
+Downloads are deleted (pipeline.sources.fetch.cleanup, unless fetch.keep_downloads) as soon as an item is
 done with them: after decode, or when it fails or is skipped. On a cluster, decode may run on another
 node than fetch; it fetches again when the file is not there (fetch reuses finished scratch files).
 """
@@ -34,7 +34,7 @@ from typing import Any, Callable
 from pipeline import PIPELINE_VERSION
 from pipeline.config import PipelineConfig, asr_enabled
 from pipeline.errors import SkipSample, StageError
-from pipeline.shards import ShardSample
+from pipeline.samples.shards import ShardSample
 
 
 @dataclasses.dataclass
@@ -42,21 +42,21 @@ class VideoWork:
     """One input video on its way through the stages."""
 
     order: int                       # position in the manifest (after de-duplication): the write order
-    row: dict                        # pipeline.manifest.ManifestRow.to_dict()
+    row: dict                        # pipeline.sources.rows.ManifestRow.to_dict()
     status: str = "ok"               # ok | skipped | failed
     stage: str | None = None         # failed: the stage
     error_class: str | None = None
     message: str = ""
     reason: str | None = None        # skipped: the reason
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
-    fetched: dict | None = None      # pipeline.fetch.Fetched.to_dict()
-    info: dict | None = None         # pipeline.probe.VideoInfo as a dict
+    fetched: dict | None = None      # pipeline.sources.fetch.Fetched.to_dict()
+    info: dict | None = None         # pipeline.media.probe.VideoInfo as a dict
     words: list | None = None        # [(word, start, end)]
     transcript_source: str | None = None
     language: str | None = None
     needs_asr: bool = False
     audio_wav: bytes | None = None
-    plans: list | None = None        # pipeline.segment.SamplePlan
+    plans: list | None = None        # pipeline.samples.segment.SamplePlan
     segment_rejects: dict[str, int] = dataclasses.field(default_factory=dict)
     samples: list[ShardSample] = dataclasses.field(default_factory=list)
     dropped_samples: int = 0
@@ -76,14 +76,14 @@ class VideoWork:
         self.status, self.reason, self.message = "skipped", reason, message
 
     def video_info(self):
-        from pipeline.probe import VideoInfo
+        from pipeline.media.probe import VideoInfo
 
         return VideoInfo(**self.info)
 
 
 def _cleanup(item: VideoWork, cfg: PipelineConfig) -> None:
     if item.fetched:
-        from pipeline.fetch import cleanup
+        from pipeline.sources.fetch import cleanup
 
         cleanup(item.fetched, cfg.fetch)
 
@@ -119,8 +119,8 @@ class FetchStage:
         self.cfg = cfg
 
     def one(self, item: VideoWork) -> None:
-        from pipeline.fetch import fetch
-        from pipeline.manifest import ManifestRow
+        from pipeline.sources.fetch import fetch
+        from pipeline.sources.rows import ManifestRow
 
         fetched = fetch(ManifestRow.from_dict(item.row), scratch_dir(self.cfg), self.cfg.fetch)
         item.fetched = fetched.to_dict()
@@ -134,7 +134,7 @@ class ProbeStage:
         self.cfg = cfg
 
     def one(self, item: VideoWork) -> None:
-        from pipeline.probe import probe
+        from pipeline.media.probe import probe
 
         item.info = dataclasses.asdict(probe(item.fetched["video_path"], self.cfg.probe))
 
@@ -147,12 +147,12 @@ class TranscriptStage:
         self.cfg = cfg
 
     def one(self, item: VideoWork) -> None:
-        from pipeline.transcripts import load_words
+        from pipeline.transcripts.load import load_words
 
         captions = item.fetched.get("captions_path")
         if captions:
             transcript = load_words(captions, clean=self.cfg.transcript.clean, duration=item.info["duration"])
-            from pipeline.clean import ensure_language
+            from pipeline.transcripts.clean import ensure_language
 
             ensure_language(transcript, self.cfg.transcript.clean, captions)
             item.words = [tuple(w) for w in transcript.words]
@@ -162,7 +162,7 @@ class TranscriptStage:
             raise SkipSample("no_transcript", f"{item.video_id}: no captions and ASR is disabled")
         if not item.info.get("has_audio"):
             raise SkipSample("no_transcript", f"{item.video_id}: no captions and no audio stream for ASR")
-        from pipeline.decode import extract_audio
+        from pipeline.media.decode import extract_audio
 
         with tempfile.TemporaryDirectory(prefix="tvts-audio-") as tmp:
             wav = extract_audio(item.fetched["video_path"], Path(tmp) / "audio.wav", self.cfg.decode)
@@ -174,13 +174,13 @@ class TranscriptStage:
 
 
 class AsrStage:
-    """faster-whisper on the items that need it (pipeline.asr.Transcriber): model loaded once, in __init__."""
+    """faster-whisper on the items that need it (pipeline.transcripts.asr.Transcriber): model loaded once, in __init__."""
 
     def __init__(self, cfg: PipelineConfig, model_path: str | None = None):
         self.cfg = cfg
         self.transcriber = None
         if asr_enabled(cfg):
-            from pipeline.asr import Transcriber
+            from pipeline.transcripts.asr import Transcriber
 
             self.transcriber = Transcriber(cfg.asr, model_path)
 
@@ -203,7 +203,7 @@ class AsrStage:
 
 
 def _wav_pcm16(data: bytes) -> bytes:
-    """The sample bytes of a 16-bit PCM WAV file (as pipeline.decode.extract_audio writes)."""
+    """The sample bytes of a 16-bit PCM WAV file (as pipeline.media.decode.extract_audio writes)."""
     import wave
 
     with wave.open(io.BytesIO(data)) as reader:
@@ -217,8 +217,8 @@ class SegmentStage:
         self.cfg = cfg
 
     def one(self, item: VideoWork) -> None:
-        from pipeline.segment import plan_samples
-        from pipeline.transcripts import Word
+        from pipeline.samples.segment import plan_samples
+        from pipeline.transcripts.types import Word
 
         words = [Word(*w) for w in item.words or []]
         plans, rejects = plan_samples(item.video_id, item.info["duration"], words, self.cfg.segment)
@@ -260,14 +260,14 @@ class DecodeStage:
         if "://" in path or os.path.exists(path):
             return path
         # Another node fetched it (Ray placed decode elsewhere): fetch here; finished files are reused.
-        from pipeline.fetch import fetch
-        from pipeline.manifest import ManifestRow
+        from pipeline.sources.fetch import fetch
+        from pipeline.sources.rows import ManifestRow
 
         item.fetched = fetch(ManifestRow.from_dict(item.row), scratch_dir(self.cfg), self.cfg.fetch).to_dict()
         return item.fetched["video_path"]
 
     def one(self, item: VideoWork) -> None:
-        from pipeline.decode import decode_frames
+        from pipeline.media.decode import decode_frames
 
         path = self._video_path(item)
         info = item.video_info()
@@ -299,7 +299,7 @@ class EmbedStage:
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
-        from dedup.embed import FrameEmbedder
+        from features.embed import FrameEmbedder
 
         e = cfg.embed
         self.embedder = FrameEmbedder(model=e.model, pretrained=e.pretrained, random_init=e.random_init,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for this project, idempotently:
 #   system packages (ffmpeg, espeak-ng; with --test also chromium and pocketsphinx-testdata),
-#   the virtual environment at .venv/ with the pinned requirements, and cached test media in .cache/.
+#   the virtual environment at .venv/ with the pinned requirements and the project (editable), and cached
+#   test media in .cache/.
 # A second run checks and returns in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,16 @@ if [ ! -f "$stamp_file" ]; then
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   .venv/bin/pip install -q "${args[@]}"
   touch "$stamp_file"
+fi
+
+# The project itself, editable: `python -m pipeline ...` and the tvts-* console scripts from any folder.
+# No build isolation: setuptools is already in the venv, so nothing more is fetched.
+project_stamp=.venv/.project-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$project_stamp" ]; then
+  echo "[setup] installing the project into .venv (editable)"
+  PYTHONWARNINGS=ignore .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+  rm -f .venv/.project-*
+  touch "$project_stamp"
 fi
 
 mkdir -p .cache/media

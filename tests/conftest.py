@@ -61,7 +61,7 @@ def demo_corpus() -> Path:
     10 unrelated clips (2 of them hard negatives drawn like the corpus); downstream/ground_truth.json.
     Treat it as read-only: it is shared by every test session.
     """
-    from pipeline.demo import GENERATOR_VERSION, generate
+    from pipeline.demo.corpus import GENERATOR_VERSION, generate
 
     out = CACHE / "test-demo-corpus" / f"v{GENERATOR_VERSION}-seed{DEMO_CORPUS_SEED}-n{DEMO_CORPUS_VIDEOS}-plain"
     generate(out, seed=DEMO_CORPUS_SEED, videos=DEMO_CORPUS_VIDEOS, workers=2, narration="plain")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo import GENERATOR_VERSION, generate, main
-from pipeline.demo_script import NARRATIONS, STEP_NUMBERS, make_script, normalize_words
+from pipeline.demo.corpus import GENERATOR_VERSION, generate, main
+from pipeline.demo.script import NARRATIONS, STEP_NUMBERS, make_script, normalize_words
 
 TAG = re.compile(r"<(\d\d):(\d\d):(\d\d)\.(\d{3})><c> ([^<]*)</c>")
 CUE = re.compile(r"^(\d\d):(\d\d):(\d\d)[.,](\d{3}) --> (\d\d):(\d\d):(\d\d)[.,](\d{3})(.*)$")

@@ -22,11 +22,10 @@ import os
 import random
 import socket
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
-
-import warnings
 
 import numpy as np
 import torch
@@ -232,6 +231,7 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     """Run (or continue) the training job on this rank; returns a summary dict (rank 0's view)."""
     import deepspeed
     import torch.distributed as dist
+
     from training.data import LoaderSettings, build_loader, expand_shards, load_blocklist
     from training.model import TVTS, build_tokenizer
     from training.model_config import load_preset

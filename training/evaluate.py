@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", required=True, choices=TASKS)
     add_config_args(parser)
     args = parser.parse_args(argv)
+    from common.cli import one_line
     from training.config import EvalConfig
-    from training.pretrain import one_line
 
     cfg = load_from_args(EvalConfig, args, job="evaluate")
     try:

@@ -17,7 +17,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-
 _LOCAL_ONLY = [False]
 
 

@@ -18,18 +18,10 @@ import argparse
 import os
 import sys
 
+from common.cli import one_line
 from common.config import add_config_args, load_from_args
 
 USER_ERRORS = ("ConfigError", "DataError", "ResumeError", "FileNotFoundError", "MissingDependency")
-
-
-def one_line(exc: BaseException) -> str:
-    """The user-facing line of an error, also when a DataLoader worker wrapped it with its traceback."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

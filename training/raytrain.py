@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's error; show its last line
-        from training.pretrain import one_line
+        from common.cli import one_line
 
         print(f"error: Ray Train run failed: {one_line(exc)}", file=sys.stderr)
         return 1

@@ -28,8 +28,8 @@ def demo_run(demo_corpus: Path, tmp_path_factory) -> dict:
     """
     from common.config import load_config
     from dedup.config import LeakageConfig
-    from dedup.embed import FrameEmbedder
     from dedup.leakage import run
+    from features.embed import FrameEmbedder
 
     work = tmp_path_factory.mktemp("leakage-demo")
     # The shards carry `clip.npy` as the pipeline's embed stage writes it (same model, same fingerprint),

@@ -50,8 +50,8 @@ def write_shards_from_videos(videos: list[tuple[str, str, dict]], out_dir: Path,
                              n_frames: int = 16, short_side: int = 256, samples_per_shard: int = 16,
                              embed: Callable | None = None, clip_model: str = "") -> list[Path]:
     """videos: (video_id, path, meta). One sample per `span_s` of each video; shards of `samples_per_shard`."""
-    from pipeline.decode import DecodeConfig, decode_frames
-    from pipeline.probe import probe
+    from pipeline.media.decode import DecodeConfig, decode_frames
+    from pipeline.media.probe import probe
 
     samples = []
     for video_id, path, meta in videos:

@@ -6,8 +6,8 @@ import io
 import numpy as np
 import pytest
 
-from dedup.embed import FrameEmbedder
 from dedup.index import build_index, choose_kind, search
+from features.embed import FrameEmbedder
 
 TINY = dict(model="ViT-S-32", random_init=True, image_size=32, batch_size=8, threads=1)
 

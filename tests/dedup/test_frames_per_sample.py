@@ -94,23 +94,23 @@ def test_ray_feature_stage_carries_original_frame_indexes(demo_run: dict):
 
     from dedup.config import ModelConfig
     from dedup.corpus import expand_shards, iter_samples
-    from dedup.embed import embedder_kwargs
-    from dedup.leakage import _from_npy, _npy_bytes, _RayFeatures
+    from dedup.leakage import RayFeatures, from_npy, npy_bytes
+    from features.embed import embedder_kwargs
 
-    actor = _RayFeatures(embedder_kwargs(ModelConfig(**TINY_MODEL)), use_stored=True, frames_per_sample=4)
+    actor = RayFeatures(embedder_kwargs(ModelConfig(**TINY_MODEL)), use_stored=True, frames_per_sample=4)
     embedder = actor.stage.embedder
     sample = next(iter_samples(expand_shards(str(demo_run["work"] / "shards" / "shard-*.tar"))))
     every = embedder.embed(sample.frames)  # what the pipeline would store for this model
     frame = pd.DataFrame({
         "key": ["stored", "computed", "empty"], "video_id": ["v", "v", "w"],
         "frames": [sample.frames, sample.frames, []],
-        "clip_npy": [_npy_bytes(every), b"", b""], "clip_model": [embedder.fingerprint, "", ""],
+        "clip_npy": [npy_bytes(every), b"", b""], "clip_model": [embedder.fingerprint, "", ""],
     })
     out = actor(frame)
     assert list(out["feature_source"]) == ["stored", "computed", ""] and list(out["error"]) == ["", "", "no_features"]
-    indices = [_from_npy(b).tolist() if b else None for b in out["frame_indices_npy"]]
+    indices = [from_npy(b).tolist() if b else None for b in out["frame_indices_npy"]]
     assert indices == [[2, 6, 10, 14], [2, 6, 10, 14], None]
-    stored, computed = (_from_npy(b).astype(np.float32) for b in out["feats_npy"][:2])
+    stored, computed = (from_npy(b).astype(np.float32) for b in out["feats_npy"][:2])
     assert np.array_equal(stored, every[[2, 6, 10, 14]].astype(np.float32))
     assert np.einsum("nd,nd->n", stored, computed).min() > 0.999
 
@@ -155,7 +155,7 @@ def test_four_frames_per_sample_still_flags_every_planted_leak(demo_run: dict, f
 def test_four_frame_pairs_point_at_original_corpus_frames(demo_run: dict, four_frame_run: dict):
     """Index, time and features of each reported corpus frame are those of the stored frame it names."""
     from dedup.corpus import expand_shards, iter_samples
-    from dedup.leakage import load_downstream
+    from dedup.downstream_features import load_downstream
 
     result = four_frame_run["result"]
     samples = {s.key: s for s in iter_samples(expand_shards(str(demo_run["work"] / "shards" / "shard-*.tar")))}

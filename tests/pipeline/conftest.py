@@ -28,7 +28,7 @@ def unused_port() -> int:
 @pytest.fixture(scope="session")
 def tiny_mp4(tmp_path_factory) -> Path:
     """A 1-second 64x48 H.264 + AAC mp4 made with ffmpeg (a few KB)."""
-    from pipeline import proc
+    from pipeline.media import proc
 
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")

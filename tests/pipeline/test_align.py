@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.align import align_words, dtw_path, norm_token, token_cost
-from pipeline.captions_merlot import parse_merlot
 from pipeline.errors import StageError
-from pipeline.transcripts import Word, load_words
+from pipeline.transcripts.align import align_words, dtw_path, norm_token, token_cost
+from pipeline.transcripts.load import load_words
+from pipeline.transcripts.merlot import parse_merlot
+from pipeline.transcripts.types import Word
 
 
 def timed(tokens: list[str], step: float = 0.5) -> list[Word]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.asr import AsrConfig, AsrModelError, AsrStage, Transcriber, check_model
-from pipeline.tiny_whisper import DEFAULT_DIR, build_tiny_whisper, is_model_dir
+from pipeline.transcripts.asr import AsrConfig, AsrModelError, AsrStage, Transcriber, check_model
+from pipeline.transcripts.tiny_whisper import DEFAULT_DIR, build_tiny_whisper, is_model_dir
 
 SPHINX = Path("/usr/share/pocketsphinx/test/data")
 
@@ -120,7 +120,7 @@ def test_build_tiny_if_missing(tmp_path, tiny_whisper, monkeypatch):
     shutil.rmtree(target)
     with pytest.raises(AsrModelError):
         check_model(AsrConfig(model=str(target)))
-    monkeypatch.setattr("pipeline.tiny_whisper._build", lambda out, seed=0: shutil.copytree(tiny_whisper, out))
+    monkeypatch.setattr("pipeline.transcripts.tiny_whisper._build", lambda out, seed=0: shutil.copytree(tiny_whisper, out))
     assert check_model(AsrConfig(model=str(target), build_tiny_if_missing=True)) == str(target)
     assert is_model_dir(target)
 

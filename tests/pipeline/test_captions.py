@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.transcripts import Word, detect_format, load_words, main_words
+from pipeline.transcripts.load import detect_format, load_words, main_words
+from pipeline.transcripts.types import Word
 
 YT = "youtube_vtt"
 
@@ -219,7 +220,8 @@ def test_words_command_via_module(shared_data, tmp_path):
 # Never crash: any bytes give words or a classified StageError
 
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 
 def _parse_or_classified_error(data: bytes) -> None:

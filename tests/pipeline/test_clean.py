@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from common.config import ConfigError
-from pipeline.clean import CleanConfig, check_language, clean_words, ensure_language
 from pipeline.errors import SkipSample
-from pipeline.transcripts import Transcript, Word
+from pipeline.transcripts.clean import CleanConfig, check_language, clean_words, ensure_language
+from pipeline.transcripts.types import Transcript, Word
 
 
 def words_of(text: str) -> list[Word]:

@@ -1,4 +1,4 @@
-"""pipeline.decode: only the requested frames, resized, rotated as displayed, JPEG; audio for ASR."""
+"""pipeline.media.decode: only the requested frames, resized, rotated as displayed, JPEG; audio for ASR."""
 from __future__ import annotations
 
 import io
@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pipeline.decode as decode_mod
-from pipeline.decode import DecodeConfig, choose_mode, decode_frames, extract_audio, output_size
 from pipeline.errors import StageError
-from pipeline.probe import probe
+from pipeline.media.decode import DecodeConfig, choose_mode, decode_frames, extract_audio, output_size
+from pipeline.media.probe import probe
 from tests.pipeline.corpus import bad_media, make_video, set_mp4_rotation
 
 
@@ -59,7 +58,7 @@ def test_auto_mode():
 
 def test_only_the_span_is_read(media, monkeypatch):
     """-ss and -t are input options (before -i): ffmpeg demuxes from the keyframe before the span, no more."""
-    import pipeline.proc as proc_mod
+    import pipeline.media.proc as proc_mod
 
     info = probe(media["long"])
     calls = []

@@ -1,4 +1,4 @@
-"""pipeline.fetch: local/fsspec in place or copied; HTTP against a 127.0.0.1 server; YouTube parsing,
+"""pipeline.sources.fetch: local/fsspec in place or copied; HTTP against a 127.0.0.1 server; YouTube parsing,
 options, error classes and the yt-dlp child (generic extractor on 127.0.0.1; live YouTube is not reachable)."""
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.fetch import (FetchConfig, YouTubeConfig, cleanup, fetch, source_kind, youtube_video_id)
-from pipeline.fetch_http import sniff_media
-from pipeline.manifest import ManifestRow
+from pipeline.sources.fetch import cleanup, fetch, source_kind, youtube_video_id
+from pipeline.sources.fetch_config import FetchConfig, YouTubeConfig
+from pipeline.sources.http import sniff_media
+from pipeline.sources.rows import ManifestRow
 
 # Big enough that a truncated body still leaves whole chunks on disk (chunk_bytes below).
 CHUNK = 64 * 1024
@@ -327,7 +328,8 @@ def test_fetch_config_from_yaml(tmp_path):
 
 
 def test_youtube_options(tmp_path):
-    from pipeline.fetch_youtube import build_options, parse_rate
+    from pipeline.sources.fetch_config import parse_rate
+    from pipeline.sources.youtube import build_options
 
     ycfg = YouTubeConfig(max_height=360, cookies_file="cookies.txt", proxy="http://127.0.0.1:3128",
                          rate_limit="1.5M", caption_languages=["en"])
@@ -368,7 +370,7 @@ def _extractor_error(message: str, video_id: str = "-bcdefghijk"):
     ("Something odd happened", "youtube_error"),
 ])
 def test_classify_real_ytdlp_errors(message, error_class):
-    from pipeline.fetch_youtube import classify_ytdlp_error
+    from pipeline.sources.youtube import classify_ytdlp_error
 
     error = _extractor_error(message)
     assert "[youtube] -bcdefghijk" in str(error)
@@ -376,7 +378,8 @@ def test_classify_real_ytdlp_errors(message, error_class):
 
 
 def test_youtube_id_never_reaches_a_command_line(tmp_path, monkeypatch):
-    from pipeline import fetch_youtube, proc
+    from pipeline.media import proc
+    from pipeline.sources import youtube as fetch_youtube
 
     seen = {}
 
@@ -395,7 +398,7 @@ def test_ytdlp_child_downloads_and_classifies(http_server, tmp_path, tiny_mp4):
     """The real yt-dlp child on 127.0.0.1 (generic extractor on an HTML5 page with a <track>):
     video + English VTT, a captions 404 that must not lose the video, a 404 page, and a hang."""
     pytest.importorskip("yt_dlp")
-    from pipeline.fetch_youtube import build_options, run_ytdlp
+    from pipeline.sources.youtube import build_options, run_ytdlp
 
     http_server.add_file("clip.mp4", tiny_mp4.read_bytes())
     http_server.add_file("clip.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\nhello there\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from pipeline.ledger import Ledger
-from pipeline.shards import ShardWriter, read_stats
+from pipeline.samples.shards import ShardWriter, read_stats
 from tests.pipeline.test_shards import _sample
 
 

@@ -1,4 +1,4 @@
-"""pipeline.manifest: every format, malformed rows, duplicates, safe ids, relative paths."""
+"""pipeline.sources.manifest: every format, malformed rows, duplicates, safe ids, relative paths."""
 from __future__ import annotations
 
 import gzip
@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.manifest import (DedupeStats, ManifestError, ManifestFormatError, ManifestRow, convert, dedupe_rows,
-                               main, read_manifest, safe_file_stem, safe_key_part)
+from pipeline.ids import safe_file_stem, safe_key_part
+from pipeline.sources.manifest import DedupeStats, convert, dedupe_rows, main, read_manifest
+from pipeline.sources.rows import ManifestError, ManifestFormatError, ManifestRow
 
 NASTY_IDS = ["-rf", "../../etc/passwd", "a b;rm -rf /", "vidéo", "$(id)", "`id`", "x|y&z>w", "..", ".", "-",
              "tab\there", "new\nline", "名字", "a" * 300]

@@ -1,10 +1,10 @@
-"""pipeline.probe on real and generated files: duration, fps, display size, rotation, audio, failures."""
+"""pipeline.media.probe on real and generated files: duration, fps, display size, rotation, audio, failures."""
 from __future__ import annotations
 
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.probe import ProbeConfig, probe, rotation_of
+from pipeline.media.probe import ProbeConfig, probe, rotation_of
 from tests.pipeline.corpus import bad_media, make_video, set_mp4_rotation
 
 

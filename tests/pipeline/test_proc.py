@@ -1,4 +1,4 @@
-"""pipeline.proc: argument lists only, hard timeout that kills the whole process tree."""
+"""pipeline.media.proc: argument lists only, hard timeout that kills the whole process tree."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline import proc
+from pipeline.media import proc
 
 
 def test_run_captures_output_and_exit_code():

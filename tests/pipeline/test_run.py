@@ -12,7 +12,7 @@ from common.config import load_config
 from pipeline.config import PipelineConfig
 from pipeline.ledger import Ledger
 from pipeline.run import main, run_job
-from tests.pipeline.corpus import make_corpus, make_video, make_vtt
+from tests.pipeline.corpus import make_corpus, make_video
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +133,12 @@ def test_cluster_config_loads():
 
 
 def test_embed_stage_writes_clip_features(corpus, tmp_path):
-    """embed.enabled: clip.npy per sample from dedup.embed (random-init ViT-S-32: no weights offline)."""
+    """embed.enabled: clip.npy per sample from features.embed (random-init ViT-S-32: no weights offline)."""
     np = pytest.importorskip("numpy")
     pytest.importorskip("open_clip")
     import io
 
-    from pipeline.manifest import read_manifest
+    from pipeline.sources.manifest import read_manifest
     from pipeline.stages import VideoWork, run_local
 
     row = next(r for r in read_manifest(str(corpus)) if getattr(r, "video_id", None) == "vid0")
@@ -170,7 +170,8 @@ def test_downloads_are_deleted_after_the_samples_unless_kept(corpus, tmp_path, k
 
 
 def test_in_order_restores_manifest_order_spilling_to_disk(tmp_path):
-    from pipeline.run import InOrder, JobError
+    from common.cli import JobError
+    from pipeline.driver import InOrder
     from pipeline.stages import VideoWork
 
     def item(order):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.config import ConfigError
-from pipeline.segment import SegmentConfig, frame_times, plan_samples, rng_for, window_bounds
-from pipeline.transcripts import Word, load_words
+from pipeline.samples.segment import SegmentConfig, frame_times, plan_samples, rng_for, window_bounds
+from pipeline.transcripts.load import load_words
+from pipeline.transcripts.types import Word
 
 
 def dense_words(duration: float, step: float = 0.3) -> list[Word]:

@@ -1,4 +1,4 @@
-"""pipeline.shards: safe keys, atomic commit order, cleanup of incomplete shards, readable by webdataset/tar."""
+"""pipeline.samples.shards: safe keys, atomic commit order, cleanup of incomplete shards, readable by webdataset/tar."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.shards import ShardSample, ShardWriter, clean_incomplete, list_shards, read_stats, sample_key
+from pipeline.ids import sample_key
+from pipeline.samples.shards import ShardSample, ShardWriter, clean_incomplete, list_shards, read_stats
 
 SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 

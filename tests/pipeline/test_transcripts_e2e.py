@@ -17,12 +17,11 @@ import subprocess
 import sys
 import tarfile
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
 from common.paths import PROJECT_ROOT
-from pipeline.demo_script import normalize_words
+from pipeline.demo.script import normalize_words
 
 SRT_TOLERANCE = 0.6  # seconds: how far the by-length spread can put a word from its spoken start
 
@@ -127,7 +126,7 @@ def test_asr_videos_have_samples_with_words_inside_vad_speech(demo_run, demo_cor
     from faster_whisper.audio import decode_audio
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    from pipeline.asr import AsrConfig
+    from pipeline.transcripts.asr import AsrConfig
 
     _, by_video, manifest, narration = demo_run
     asr_videos = [v for v, row in manifest.items() if not row.get("captions")]

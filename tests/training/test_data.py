@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from training.config import DataConfig
-from training.data import (DataError, FrameSpec, LoaderSettings, build_loader, crop_box, expand_shards,
-                           holdout_value, pick_frame_members)
+from training.data import DataError, LoaderSettings, build_loader, expand_shards, holdout_value
+from training.sample_decode import FrameSpec, crop_box, pick_frame_members
 from training.synthetic import write_synthetic_shards
 
 

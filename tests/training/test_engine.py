@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from common.config import load_config
+from tests.training.train_helpers import PY, ROOT, deepspeed_cmd, metrics, run, write_config
 from training.config import PretrainConfig
 from training.engine import deepspeed_config, lr_lambda
 from training.synthetic import write_synthetic_shards
-from tests.training.train_helpers import PY, ROOT, deepspeed_cmd, metrics, run, write_config
 
 PRESETS = ROOT / "training" / "presets"
 DESIGN_KEYS = {"step", "loss", "loss_base", "loss_sort", "sort_acc", "lr", "samples_per_s", "data_wait_frac"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training.synthetic import write_synthetic_shards
 from tests.training.train_helpers import PY, ROOT, env, metrics, run, write_config
+from training.synthetic import write_synthetic_shards
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from common.config import ConfigError
-from training.model import (TVTS, SortTransformer, VideoEncoder, build_tokenizer, count_parameters,
-                            load_mae_weights)
+from training.model import TVTS, SortTransformer, VideoEncoder, build_tokenizer, count_parameters, load_mae_weights
 from training.model_config import load_preset, resolve_model_source
 
 # A small random-init BERT (the MiniLM package's config, shrunk) keeps the CPU tests fast. No dropout, so

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.synthetic import write_synthetic_shards
 from tests.training.train_helpers import PY, deepspeed_cmd, metrics, run, torchrun_cmd, write_config
+from training.synthetic import write_synthetic_shards
 
 CURVE_KEYS = ("loss", "loss_base", "loss_sort", "sort_acc", "pos_acc", "lr")
 

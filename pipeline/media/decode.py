@@ -1,0 +1,230 @@
+"""Decode stage: only the frames a sample needs, resized and JPEG-encoded; audio for ASR.
+
+`decode_frames(path, info, times, cfg) -> DecodedFrames` returns one JPEG per requested time: the first
+frame shown at or after that time (a time past the last frame gets the last frame of the span).
+Two ways, chosen per sample (`mode`):
+- `span`: one ffmpeg process seeks (`-ss` before `-i`: demuxer seek to the keyframe before the span,
+  then exact) to the span start, reads only the span (`-t` as an input option), and a `select` filter
+  keeps just the frames at the requested times; only those are scaled and converted. Decodes the span
+  once: right for TVTS samples (16 frames over 15-23 s).
+- `seek`: one short ffmpeg process per frame (`-ss t -i ... -frames:v 1`): right when frames are far
+  apart (e.g. one window over a whole long video), where decoding everything between them would waste
+  work. `auto` picks `seek` when requested frames are more than `seek_min_gap_s` apart on average.
+Either way nothing outside the requested span is decoded, so memory and time do not grow with the
+length of the video. ffmpeg's default autorotation applies the display matrix (pipeline/probe.py gives
+the displayed size); frames are scaled so the short side is `short_side`, read as raw RGB from a pipe and
+encoded with Pillow (`jpeg_quality`). Every ffmpeg call goes through pipeline.media.proc (argument list, hard
+timeout that kills the process tree).
+
+`extract_audio(path, out, cfg)` writes 16 kHz mono PCM WAV for ASR.
+
+Errors: StageError("decode", "decode_timeout" | "decode_failed" | "decode_no_frames" | "tool_missing").
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import re
+from pathlib import Path
+from typing import Literal, Sequence
+
+from common.deps import require
+from pipeline.errors import StageError
+from pipeline.media.probe import VideoInfo
+from pipeline.media.proc import ProcTimeout, run, run_media_tool, stderr_tail
+
+PTS_TIME = re.compile(rb"\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(-?[0-9.eE+-]+)")
+# A frame whose time is this close below a requested time counts as "at" it (timebases such as 1/15360
+# cannot hold every millisecond exactly).
+TIME_TOLERANCE_S = 0.002
+
+
+@dataclasses.dataclass
+class DecodeConfig:
+    short_side: int = 256            # frames are resized so their short side is this many pixels
+    upscale: bool = True             # also enlarge videos smaller than short_side (uniform shards)
+    jpeg_quality: int = 90           # Pillow JPEG quality, 1..95
+    mode: Literal["auto", "span", "seek"] = "auto"
+    seek_min_gap_s: float = 4.0      # auto: per-frame seeks when frames are further apart than this
+    threads: int = 1                 # decoder threads per ffmpeg process (parallelism comes from Ray)
+    scale_flags: str = "bicubic"
+    timeout_s: float = 120.0         # per ffmpeg call; the process tree is killed after it
+    ffmpeg: str = "ffmpeg"
+    audio_sample_rate: int = 16000
+    audio_timeout_s: float = 600.0
+
+    def validate(self) -> None:
+        from common.config import ConfigError
+
+        if not 16 <= self.short_side <= 4096:
+            raise ConfigError(f"config key 'decode.short_side': expected 16..4096, got {self.short_side}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ConfigError(f"config key 'decode.jpeg_quality': expected 1..95, got {self.jpeg_quality}")
+        if self.timeout_s <= 0 or self.audio_timeout_s <= 0:
+            raise ConfigError("config keys 'decode.timeout_s' and 'decode.audio_timeout_s' must be > 0")
+        if self.threads < 0:
+            raise ConfigError("config key 'decode.threads' must be >= 0 (0: ffmpeg decides)")
+
+
+@dataclasses.dataclass
+class DecodedFrames:
+    jpegs: list[bytes]          # one per requested time, in the requested order
+    times: list[float]          # the source time of the frame actually used for each request
+    width: int
+    height: int
+    processes: int = 1          # ffmpeg processes run (for the benchmark)
+
+
+def output_size(width: int, height: int, cfg: DecodeConfig) -> tuple[int, int]:
+    """(w, h) with the short side at `cfg.short_side` (aspect kept; never 0)."""
+    short = min(width, height)
+    if short <= 0:
+        raise ValueError(f"bad frame size {width}x{height}")
+    if short <= cfg.short_side and not cfg.upscale:
+        return width, height
+    scale = cfg.short_side / short
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def _local(path: str | os.PathLike) -> str:
+    """An input name ffmpeg reads as this file, never as an option or a protocol (`-x`, `a:b`)."""
+    text = os.fspath(path)
+    if "://" in text:
+        return text
+    return os.path.abspath(text)
+
+
+def _ffmpeg_args(cfg: DecodeConfig, stream) -> list[str]:
+    # Global options first (ffmpeg ignores trailing ones); -v info so showinfo reaches stderr.
+    return stream.compile(cmd=[cfg.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "info"])
+
+
+def _run_ffmpeg(args: list[str], cfg: DecodeConfig, path: str, timeout: float) -> bytes:
+    return run_media_tool(args, timeout, stage="decode", path=path, failed_class="decode_failed",
+                          failed_what="ffmpeg failed on")
+
+
+def _split_frames(raw: bytes, width: int, height: int) -> list[bytes]:
+    frame_bytes = width * height * 3
+    count = len(raw) // frame_bytes
+    return [raw[i * frame_bytes:(i + 1) * frame_bytes] for i in range(count)]
+
+
+def _encode_jpegs(frames: Sequence[bytes], width: int, height: int, quality: int) -> list[bytes]:
+    image_mod = require("PIL.Image", "pillow", why="JPEG-encoding frames")
+    out = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        image_mod.frombuffer("RGB", (width, height), frame, "raw", "RGB", 0, 1).save(
+            buffer, format="JPEG", quality=quality)
+        out.append(buffer.getvalue())
+    return out
+
+
+def choose_mode(times: Sequence[float], cfg: DecodeConfig) -> str:
+    if cfg.mode != "auto":
+        return cfg.mode
+    if len(times) < 2:
+        return "seek"
+    gap = (max(times) - min(times)) / (len(times) - 1)
+    return "seek" if gap > cfg.seek_min_gap_s else "span"
+
+
+def _decode_span(path: str, times: list[float], size: tuple[int, int], cfg: DecodeConfig) -> tuple[list[bytes], list[float]]:
+    """One process: seek to the first time, read up to the last, keep the first frame at/after each time."""
+    ffmpeg = require("ffmpeg", "ffmpeg-python", why="building ffmpeg commands")
+    start = max(0.0, min(times) - 0.01)
+    length = max(times) - start + 1.0  # one second of slack so the last request always has a frame
+    rel = sorted({round(t - start - TIME_TOLERANCE_S, 6) for t in times})
+    # prev_pts*TB is the previous decoded frame's time (NAN for the first one, and NAN >= x is false):
+    # a frame is kept when a requested time lies in (previous frame, this frame].
+    expr = "+".join(f"gte(t,{r:.6f})*not(gte(prev_pts*TB,{r:.6f}))" for r in rel)
+    stream = ffmpeg.input(_local(path), ss=f"{start:.6f}", t=f"{length:.6f}", threads=cfg.threads)
+    stream = (stream.video.filter("select", expr).filter("showinfo")
+              .filter("scale", size[0], size[1], flags=cfg.scale_flags))
+    out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", an=None, sn=None)
+    result = _run_ffmpeg(_ffmpeg_args(cfg, out), cfg, path, cfg.timeout_s)
+    frames = _split_frames(result.stdout, *size)
+    pts = [float(m.group(1)) + start for m in PTS_TIME.finditer(result.stderr or b"")]
+    if len(pts) != len(frames):  # showinfo must describe every frame we got; otherwise trust nothing
+        pts = pts[: len(frames)] if len(pts) > len(frames) else pts + [math.nan] * (len(frames) - len(pts))
+    if not frames:
+        raise StageError("decode", "decode_no_frames",
+                         f"no frame of {path} at {min(times):.3f}..{max(times):.3f}s (past the end of the video?)")
+    chosen, chosen_times = [], []
+    for t in times:
+        index = next((i for i, p in enumerate(pts) if not math.isnan(p) and p >= t - TIME_TOLERANCE_S - 1e-6), None)
+        if index is None:
+            # Past the last frame read: the last frame of the span stands in (the video ended early).
+            index = len(frames) - 1
+        chosen.append(frames[index])
+        chosen_times.append(pts[index])
+    return chosen, chosen_times
+
+
+def _decode_seek(path: str, times: list[float], size: tuple[int, int], cfg: DecodeConfig) -> tuple[list[bytes], list[float]]:
+    """One short process per requested time: seek, decode one frame."""
+    ffmpeg = require("ffmpeg", "ffmpeg-python", why="building ffmpeg commands")
+    chosen, chosen_times, last = [], [], None
+    for t in times:
+        stream = ffmpeg.input(_local(path), ss=f"{max(0.0, t):.6f}", threads=cfg.threads)
+        stream = stream.video.filter("showinfo").filter("scale", size[0], size[1], flags=cfg.scale_flags)
+        out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", an=None, sn=None,
+                            **{"frames:v": 1})
+        result = _run_ffmpeg(_ffmpeg_args(cfg, out), cfg, path, cfg.timeout_s)
+        frames = _split_frames(result.stdout, *size)
+        pts = [float(m.group(1)) + t for m in PTS_TIME.finditer(result.stderr or b"")]
+        if frames:
+            last = (frames[0], pts[0] if pts else t)
+        elif last is None:
+            raise StageError("decode", "decode_no_frames", f"no frame of {path} at {t:.3f}s (past the end?)")
+        chosen.append(last[0])
+        chosen_times.append(last[1])
+    return chosen, chosen_times
+
+
+def decode_frames(path: str | os.PathLike, info: VideoInfo, times: Sequence[float],
+                  cfg: DecodeConfig | None = None) -> DecodedFrames:
+    """JPEGs of the frames at `times` (seconds on the source clock), resized per `cfg`."""
+    cfg = cfg or DecodeConfig()
+    path = os.fspath(path)
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError("decode_frames needs at least one time")
+    size = output_size(info.width, info.height, cfg)
+    mode = choose_mode(times, cfg)
+    if mode == "span":
+        frames, used = _decode_span(path, times, size, cfg)
+        processes = 1
+    else:
+        frames, used = _decode_seek(path, times, size, cfg)
+        processes = len(times)
+    jpegs = _encode_jpegs(frames, size[0], size[1], cfg.jpeg_quality)
+    return DecodedFrames(jpegs=jpegs, times=[round(u, 3) for u in used], width=size[0], height=size[1],
+                         processes=processes)
+
+
+def extract_audio(path: str | os.PathLike, out_path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Path:
+    """Write the first audio stream as 16 kHz (cfg.audio_sample_rate) mono 16-bit WAV at `out_path`."""
+    cfg = cfg or DecodeConfig()
+    ffmpeg = require("ffmpeg", "ffmpeg-python", why="building ffmpeg commands")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp.wav")
+    stream = ffmpeg.input(_local(path)).audio
+    out = ffmpeg.output(stream, _local(tmp), ac=1, ar=cfg.audio_sample_rate, acodec="pcm_s16le",
+                        format="wav", vn=None, sn=None)
+    args = out.compile(cmd=[cfg.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-y"])
+    try:
+        result = run(args, timeout=cfg.audio_timeout_s)
+    except ProcTimeout:
+        tmp.unlink(missing_ok=True)
+        raise StageError("decode", "audio_timeout",
+                         f"ffmpeg audio extraction ran longer than {cfg.audio_timeout_s:g}s on {path}") from None
+    if result.returncode != 0 or not tmp.exists() or tmp.stat().st_size <= 44:
+        tmp.unlink(missing_ok=True)
+        raise StageError("decode", "audio_failed", f"no audio extracted from {path}: {stderr_tail(result.stderr)}")
+    os.replace(tmp, out_path)
+    return out_path
