@@ -18,10 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.demo.corpus import generate  # noqa: E402
-from pipeline.demo.render import encode_lavfi  # noqa: E402
+from pipeline.demo.corpus import generate
+from pipeline.demo.render import encode_lavfi
 
 
 def main() -> int:

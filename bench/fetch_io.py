@@ -18,13 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.sources.fetch import cleanup, fetch  # noqa: E402
-from pipeline.sources.fetch_config import FetchConfig  # noqa: E402
-from pipeline.sources.manifest import read_manifest  # noqa: E402
-from pipeline.sources.rows import ManifestRow  # noqa: E402
-from tests.pipeline.http_fixture import LocalHTTPServer  # noqa: E402
+from pipeline.sources.fetch import cleanup, fetch
+from pipeline.sources.fetch_config import FetchConfig
+from pipeline.sources.manifest import read_manifest
+from pipeline.sources.rows import ManifestRow
+from tests.pipeline.http_fixture import LocalHTTPServer
 
 
 def best_of(repeats: int, fn) -> float:

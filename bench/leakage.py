@@ -13,13 +13,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -23,12 +23,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
 
 def timed(steps_by_name: dict, steps: int, device: str, rounds: int = 3) -> dict[str, float]:

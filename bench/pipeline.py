@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from common.config import load_config  # noqa: E402
-from common.paths import CACHE_DIR, DATA_DIR  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
+from common.config import load_config
+from common.paths import CACHE_DIR, DATA_DIR
+from pipeline.config import PipelineConfig
 
 BENCH = CACHE_DIR / "bench"
 
@@ -137,7 +136,7 @@ def memory() -> dict:
         for mode in ("span", "seek"):
             started = time.perf_counter()
             result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), mode], cwd=ROOT, check=True,
-                                    capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                                    capture_output=True, text=True)
             row = json.loads(result.stdout.strip().splitlines()[-1])
             row["seconds"] = round(time.perf_counter() - started, 2)
             out[f"{minutes}min_{mode}"] = row

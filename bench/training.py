@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def make_loader(args, model_cfg, tokenizer, shards: str):
     from training.config import DataConfig

@@ -9,7 +9,7 @@
    whitespace split; the cheapest possible lower bound). Both keep every rolling duplicate (~3x the
    words), so their word counts are tokens read, not words spoken.
 2. ASR: realtime factor (processing seconds / audio seconds) of the tiny random Whisper
-   (pipeline/tiny_whisper.py) on real speech (pocketsphinx LibriVox WAVs and espeak-ng, concatenated to
+   (pipeline/transcripts/tiny_whisper.py) on real speech (pocketsphinx LibriVox WAVs and espeak-ng, concatenated to
    --asr-seconds), against the Silero VAD pass alone on the same audio. A random model's speed is not a
    real model's: the number shows the stage's own overhead, not Whisper's.
 """
@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common.paths import PROJECT_ROOT  # noqa: E402
+from common.paths import PROJECT_ROOT
 
 DEFAULT_VTT = PROJECT_ROOT.parent / "shared" / "data" / "youtube_vtt" / "auto_mtabe_subtitles.en.vtt"
 SPHINX = Path("/usr/share/pocketsphinx/test/data/librivox")

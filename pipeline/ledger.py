@@ -2,7 +2,7 @@
 
 Outcomes: `written` (sample keys, shard), `skipped` (reason), `failed` (error class, message, stage).
 A `written` outcome is committed in the same transaction as the shard that holds the video's samples,
-after that shard's stats file exists (pipeline/shards.py); `skipped` and `failed` are committed as soon
+after that shard's stats file exists (pipeline/samples/shards.py); `skipped` and `failed` are committed as soon
 as they are known (they add nothing to any shard). So after a crash at any moment:
 - every video in a done shard is `written` (or is re-imported from the shard's stats file by
   `reconcile`, when the crash fell between the stats file and the ledger commit);

@@ -4,7 +4,7 @@ Ray Data streams the manifest's rows through the stages (pipeline/stages.py: fet
 transcript -> [asr actors] -> segment -> decode -> [embed actors]), one `map_batches` per stage with
 its resources from the `ray` config section; the driver takes the finished videos as they come, puts them back in
 manifest order (`pipeline.driver.InOrder`: early arrivals wait in memory, or on disk past `ray.reorder_memory_bytes`,
-so one slow video never stalls the workers) and appends their samples to shards (pipeline/shards.py), recording every video's
+so one slow video never stalls the workers) and appends their samples to shards (pipeline/samples/shards.py), recording every video's
 outcome in the ledger (pipeline/ledger.py). See ARCHITECTURE.md, "Pipeline: resume guarantee".
 
 Why the driver writes: shard contents must not depend on which worker finished first. Videos reach the

@@ -44,6 +44,8 @@ if [ ! -f "$stamp_file" ]; then
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   .venv/bin/pip install -q "${args[@]}"
   touch "$stamp_file"
+  # The test set includes the base set: a later plain `make setup` has nothing to install.
+  touch ".venv/.installed-$(sha256sum requirements.txt | cut -c1-16)"
 fi
 
 # The project itself, editable: `python -m pipeline ...` and the tvts-* console scripts from any folder.

@@ -48,7 +48,7 @@ def demo_corpus() -> Path:
     .cache/test-demo-corpus/v<version>-seed0-n8-plain/, found again in well under a second afterwards (a
     file lock keeps parallel test sessions from making it twice). Returns that folder, which holds
     manifest.jsonl (absolute paths), narration.jsonl (the script: steps and exact word times),
-    videos/, captions/ and downstream/ (see pipeline/demo.py and pipeline/demo_downstream.py).
+    videos/, captions/ and downstream/ (see pipeline/demo/corpus.py and pipeline/demo/downstream.py).
 
     The 8 videos (40-90 s each, 6-10 narrated steps, H.264 320x240 15 fps + AAC mono speech):
       demo-000 vtt (classic auto-caption style: lower case, no punctuation)

@@ -19,7 +19,7 @@ ALLOWED = {
     "features": {"common"},
     "pipeline": {"common", "features"},
     "dedup": {"common", "features", "pipeline"},
-    "training": {"common"},
+    "training": {"common", "features"},
 }
 
 

@@ -11,7 +11,7 @@ Two ways, chosen per sample (`mode`):
   apart (e.g. one window over a whole long video), where decoding everything between them would waste
   work. `auto` picks `seek` when requested frames are more than `seek_min_gap_s` apart on average.
 Either way nothing outside the requested span is decoded, so memory and time do not grow with the
-length of the video. ffmpeg's default autorotation applies the display matrix (pipeline/probe.py gives
+length of the video. ffmpeg's default autorotation applies the display matrix (pipeline/media/probe.py gives
 the displayed size); frames are scaled so the short side is `short_side`, read as raw RGB from a pipe and
 encoded with Pillow (`jpeg_quality`). Every ffmpeg call goes through pipeline.media.proc (argument list, hard
 timeout that kills the process tree).

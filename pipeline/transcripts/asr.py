@@ -8,7 +8,7 @@ fn_constructor_kwargs={"cfg": cfg.asr}, concurrency=..., num_gpus=...)`):
   "cuda", "auto"), compute_type ("int8", "float16", "float32", "int8_float16", "default"), language
   (None = detect), beam_size, vad_filter (always on in the pipeline; VAD options below), cpu_threads,
   batch_size (> 1: faster-whisper's BatchedInferencePipeline over the 30 s chunks of a video),
-  temperatures, build_tiny_if_missing (the demo: build pipeline/tiny_whisper.py's random model into
+  temperatures, build_tiny_if_missing (the demo: build pipeline/transcripts/tiny_whisper.py's random model into
   `model` when that folder is missing).
 - `check_model(cfg) -> str`: resolve the model once before the job starts; raises `AsrModelError` with
   one line (what is missing, where, what to do) instead of failing every video.

@@ -13,7 +13,7 @@ Times: a word ends where the next one starts; the last one 1 s after its start (
 Clean words: each `denoised` chunk is located in the subtitle words (its `noisyasr` tokens matched
 exactly from where the previous chunk ended, else searched for, else assumed to follow the previous
 chunk), and its `cleanasr` tokens are aligned onto that stretch by dynamic time warping over an edit
-distance cost (pipeline/align.py). The clean words replace the noisy ones of that stretch; subtitle words
+distance cost (pipeline/transcripts/align.py). The clean words replace the noisy ones of that stretch; subtitle words
 outside every chunk stay as they are. `Transcript.notes` records how many words came from clean text.
 Entries without a usable word or time are skipped; a file with neither `subtitles` nor such a list is
 a `StageError(caption_parse)`.

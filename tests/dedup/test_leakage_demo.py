@@ -1,4 +1,4 @@
-"""The leakage job on the demo corpus and its planted-leak downstream set (pipeline/demo_downstream.py).
+"""The leakage job on the demo corpus and its planted-leak downstream set (pipeline/demo/downstream.py).
 
 Corpus shards are cut from the demo videos with the pipeline's own probe + decode (tests/dedup/helpers.py),
 so this test does not depend on the whole pipeline job. Features are random-init open_clip with the

@@ -68,7 +68,7 @@ def test_real_speech_gives_sane_word_timing(transcriber, speech_wavs):
             assert w.word.strip() == w.word and w.word
             assert 0 <= w.start <= w.end <= duration + 0.05
             assert any(lo - 1e-6 <= w.start and w.end <= hi + 1e-6 for lo, hi in result.speech), (w, result.speech)
-        # the tiny model is biased to babble (pipeline/tiny_whisper.py): words over every clip's speech
+        # the tiny model is biased to babble (pipeline/transcripts/tiny_whisper.py): words over every clip's speech
         assert len(result.words) >= 3, (path.name, result.words)
         total_words += len(result.words)
         transcript = result.transcript()

@@ -56,8 +56,7 @@ def _cluster_processes(temp_dir: str) -> list[psutil.Process]:
 def cluster():
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     gcs, dash, agent_http, agent_grpc, metrics, env_agent, node_mgr, obj_mgr = _free_ports(8)
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
-               PYTHONPATH=str(ROOT))
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     start = subprocess.run(
         [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "1",
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--dashboard-agent-listen-port",

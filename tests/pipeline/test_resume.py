@@ -42,7 +42,7 @@ def reference(corpus, tmp_path_factory):
 
 
 def _start(manifest: Path, out: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     return subprocess.Popen([sys.executable, "-m", "pipeline", "run", *_args(manifest, out)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -125,7 +125,7 @@ def test_kill_driver_then_rerun(corpus, reference, tmp_path):
     assert 1 <= len(_done_stats(out)) <= 3
 
     rerun = subprocess.run([sys.executable, "-m", "pipeline", "run", *_args(corpus, out)], cwd=ROOT,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=600)
+                           capture_output=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     if half_written:
@@ -158,6 +158,6 @@ def test_kill_a_worker_mid_run(corpus, reference, tmp_path):
         _kill_all(_descendants(proc, known))
     if code != 0:  # Ray retries a task whose worker died; should the job still break, a rerun resumes it
         rerun = subprocess.run([sys.executable, "-m", "pipeline", "run", *_args(corpus, out)], cwd=ROOT,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=600)
+                               capture_output=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
     _assert_same_as(out, reference)

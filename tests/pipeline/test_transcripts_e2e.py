@@ -12,7 +12,6 @@ checked against the generator's narration (narration.jsonl: every spoken word wi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -29,12 +28,11 @@ SRT_TOLERANCE = 0.6  # seconds: how far the by-length spread can put a word from
 @pytest.fixture(scope="module")
 def demo_run(demo_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("transcripts-e2e") / "run"
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "--config", str(PROJECT_ROOT / "configs" / "demo.yaml"),
          "--set", f"input.manifest={demo_corpus / 'manifest.jsonl'}", "--set", f"output.dir={out}",
          "--no-progress"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=out.parent, capture_output=True, text=True, timeout=600)  # not the repo root: the installed package
     assert result.returncode == 0, result.stderr[-3000:]
     samples = []
     for tar_path in sorted((out / "shards").glob("shard-*.tar")):
