@@ -9,11 +9,18 @@ path resolution, ManifestRow) versus ``json.loads`` per line. Prints MB/s and ro
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# `python bench/NAME.py` puts bench/ first on sys.path, where pipeline.py and training.py would shadow the
+# installed packages of those names: drop it (the project itself is installed, see pyproject.toml).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+# The local HTTP server fixture lives with the tests (not part of the installed packages).
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import argparse
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path

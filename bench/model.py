@@ -19,9 +19,15 @@
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# `python bench/NAME.py` puts bench/ first on sys.path, where pipeline.py and training.py would shadow the
+# installed packages of those names: drop it (the project itself is installed, see pyproject.toml).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import json
-import sys
 import time
 
 import torch

@@ -10,9 +10,14 @@ own rate (decode + tokenize, no model) for reference. The first 2 steps of each 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+# `python bench/NAME.py` puts bench/ first on sys.path, where pipeline.py and training.py would shadow the
+# installed packages of those names: drop it (the project itself is installed, see pyproject.toml).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
 import tempfile
 import time
 from pathlib import Path

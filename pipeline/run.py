@@ -212,7 +212,7 @@ def check_models(cfg: PipelineConfig) -> None:
 
 # Config sections that change what lands in the shards (not how fast or from where).
 OUTPUT_SECTIONS = ("transcript", "asr", "segment", "decode", "embed", "shards", "seed")
-NOT_OUTPUT_KEYS = {"asr": ("device", "cpu_threads", "build_tiny_if_missing"), "embed": ("device", "batch_size"),
+NOT_OUTPUT_KEYS = {"asr": ("device", "cpu_threads"), "embed": ("device", "batch_size"),
                    "decode": ("timeout_s", "audio_timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s")}
 
 

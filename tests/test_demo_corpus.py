@@ -99,9 +99,37 @@ def test_steps_tile_the_video_and_speech_stays_inside_its_step(corpus):
             assert step["scene"]["colour"] in first and any(t.startswith(step["scene"]["shape"]) for t in first)
 
 
+ORDER_WORDS = {"step", "now", "then", "next", "first", "finally", "after", "before", "again", "gone", "keep",
+               "keeps", "still", "last", "later", "begin", "end"} | set(STEP_NUMBERS) - {"one", "two", "three", "four",
+                                                                                         "five"}
+
+
+def test_scenes_narration_names_what_is_on_screen_and_nothing_about_order():
+    """The demo's default: steps about as long as a TVTS window (3-5 s), every sentence naming the colour and
+    shape of its own step (so a window that hears any one sentence knows its scene) and no word that tells
+    the order: no step numbers, no now/then/first, no sentence about another step."""
+    lo, hi = NARRATIONS["scenes"].step_seconds
+    lengths = []
+    for index in range(6):
+        script = make_script(0, index, with_audio=False, narration="scenes")
+        assert 12 <= len(script.steps) <= 22
+        for previous, step in zip([None] + script.steps, script.steps):
+            lengths.append(step.end - step.start)
+            for sentence in step.sentences:
+                words = normalize_words(sentence)
+                assert step.scene.colour in words and any(t.startswith(step.scene.shape) for t in words), sentence
+                assert not ORDER_WORDS & set(words), sentence
+                if previous is not None and (previous.scene.colour, previous.scene.shape) != (
+                        step.scene.colour, step.scene.shape):
+                    assert not (previous.scene.colour in words and any(
+                        t.startswith(previous.scene.shape) for t in words)), f"{sentence!r} names the step before"
+    assert lo - 1e-6 <= min(lengths) and max(lengths) <= hi + 1.0   # a main sentence may overrun hi a little
+    assert 3.0 <= float(np.mean(lengths)) <= 4.6
+
+
 def test_how_to_narration_announces_short_steps_in_order():
-    """The demo's style: 10-18 steps of 3-6 s, each starting "Step <n>." (the script's own order cue,
-    which is what the demo's sorter learns from), then a main sentence naming what is on screen; a TVTS
+    """The announced style: 10-18 steps of 3-6 s, each starting "Step <n>." (the script's own order cue:
+    a sorter learns the order from the text alone), then a main sentence naming what is on screen; a TVTS
     window (3-5 s) then nearly always hears a step number."""
     lo, hi = NARRATIONS["how-to"].step_seconds
     for index in range(3):

@@ -378,8 +378,8 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                     sink.write({"step": step, **scores}, group="heldout")
                     sort_text = ""
                     if "sort_acc" in scores:
-                        sort_text = (f"sort {scores['sort_acc']:.1f}% (text only "
-                                     f"{scores.get('sort_acc_text_only', 0.0):.1f}%), position {scores['pos_acc']:.1f}%, ")
+                        sort_text = (f"sort {scores['sort_acc']:.1f}% (text only {scores['sort_acc_text_only']:.1f}%), "
+                                     f"position {scores['pos_acc']:.1f}%, ")
                     progress.write(f"step {step}: held-out {sort_text}t2v R@1 {scores['R@1']:.1f}% "
                                    f"of {scores['samples']} samples")
                 dist.barrier()

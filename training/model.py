@@ -318,30 +318,70 @@ def build_tokenizer(cfg: ModelConfig | TextConfig):
 class SortTransformer(nn.Module):
     """Video tokens and transcript features in one sequence, no position embedding on the transcripts:
     the output for transcript i depends on its content and the video only, so permuting the transcripts
-    permutes the logits the same way (equivariance) and their input order cannot leak."""
+    permutes the logits the same way (equivariance) and their input order cannot leak.
+
+    Two heads (sort.head): "linear" classifies each transcript's output token into K positions (the
+    paper's SortTSF); "match" scores it against the video tokens of each position's time slices. Without
+    video tokens (the paper's text-only ablation, appendix Table 6 "T, SortTSF") the transcripts attend
+    only to each other, and the match head has only its learned per-position keys left to match.
+    """
 
     def __init__(self, cfg: ModelConfig, text_width: int):
         super().__init__()
         dim, K = cfg.video.dim, cfg.num_transcripts
+        self.head_kind = cfg.sort.head
         self.video_type = nn.Parameter(torch.zeros(1, 1, dim))
         self.text_type = nn.Parameter(torch.zeros(1, 1, dim))
         self.text_in = nn.Linear(text_width, dim) if text_width != dim else nn.Identity()
         self.blocks = nn.ModuleList(Block(dim, cfg.sort.heads or cfg.video.heads, cfg.sort.mlp_ratio)
                                     for _ in range(cfg.sort.depth))
         self.text_norm = nn.LayerNorm(dim, eps=LN_EPS)
-        self.head = nn.Linear(dim, K)
+        if self.head_kind == "linear":
+            self.head = nn.Linear(dim, K)
+        else:
+            d = cfg.sort.match_dim
+            self.video_norm = nn.LayerNorm(dim, eps=LN_EPS)
+            self.query = nn.Linear(dim, d)
+            self.key = nn.Linear(dim, d)
+            self.slot_key = nn.Parameter(torch.zeros(K, d))     # a position's own key, added to its video's
         self.grad_checkpointing = cfg.video.grad_checkpointing
         self.apply(init_weights)
         nn.init.trunc_normal_(self.video_type, std=0.02)
         nn.init.trunc_normal_(self.text_type, std=0.02)
+        if self.head_kind == "match":
+            nn.init.trunc_normal_(self.slot_key, std=0.02)
 
-    def forward(self, video_tokens: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
-        """video_tokens [B, S, Dv], text_feats [B, K, Dt] (shuffled) -> logits [B, K, K] (transcript, position)."""
+    def forward(self, video_tokens: torch.Tensor | None, text_feats: torch.Tensor, slices: int = 1) -> torch.Tensor:
+        """video_tokens [B, 1 + t*n, Dv] ([CLS] then t slices of n tokens) or None (text only),
+        text_feats [B, K, Dt] (shuffled) -> logits [B, K, K] (transcript, position)."""
         K = text_feats.shape[1]
         text = self.text_in(text_feats) + self.text_type                # [B, K, Dv]
-        x = torch.cat([video_tokens + self.video_type, text], dim=1)   # [B, S + K, Dv]
-        x = run_blocks(self.blocks, x, self.grad_checkpointing)
-        return self.head(self.text_norm(x[:, -K:]))                    # [B, K, K]
+        x = text if video_tokens is None else torch.cat([video_tokens + self.video_type, text], dim=1)
+        x = run_blocks(self.blocks, x, self.grad_checkpointing)          # [B, S + K, Dv]
+        text_out = self.text_norm(x[:, -K:])                             # [B, K, Dv]
+        if self.head_kind == "linear":
+            return self.head(text_out)                                   # [B, K, K]
+        return self.match_logits(text_out, None if video_tokens is None else x[:, 1:-K], slices)
+
+    def match_logits(self, text_out: torch.Tensor, video_out: torch.Tensor | None, slices: int) -> torch.Tensor:
+        """Score transcript k against position j: a soft maximum (logsumexp, normalised by the token count)
+        over the video tokens of j's time slices of query_k . key_token, plus query_k . slot_key_j.
+        Slice s of t belongs to position floor(s * K / t): the K windows tile the span in order (the gaps
+        between them are 1 s of 15-23)."""
+        K = text_out.shape[1]
+        q = self.query(text_out)                                          # [B, K, d]
+        scale = q.shape[-1] ** -0.5
+        logits = torch.einsum("bkd,jd->bkj", q, self.slot_key) * scale    # [B, K, K]
+        if video_out is None:
+            return logits
+        B, S, _ = video_out.shape
+        keys = self.key(self.video_norm(video_out)).view(B, slices, S // slices, -1)   # [B, t, n, d]
+        scores = torch.einsum("bkd,btnd->bktn", q, keys) * scale          # [B, K, t, n]
+        per_slice = scores.logsumexp(dim=-1) - math.log(scores.shape[-1])             # [B, K, t]
+        slot_of_slice = torch.arange(slices, device=q.device) * K // slices            # [t]
+        per_slot = torch.stack([per_slice[..., slot_of_slice == j].logsumexp(dim=-1)
+                                - math.log(int((slot_of_slice == j).sum())) for j in range(K)], dim=-1)
+        return logits + per_slot                                          # [B, K, K]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -380,9 +420,10 @@ class TVTS(nn.Module):
 
     # ---- training forward ----
     def forward(self, batch: dict[str, torch.Tensor], mode: str = "pretrain", mask_ratio: float | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, sort_with_video: bool = True) -> dict[str, torch.Tensor]:
         """batch: video [B, 3, T, H, W]; text_ids, text_mask [B, K, L] in TRUE order (or [B, L] for K = 1);
-        optional perm [B, K]. mode "pretrain": masked video, both losses; "post": no masking, no sort loss."""
+        optional perm [B, K]. mode "pretrain": masked video, both losses; "post": no masking, no sort loss.
+        sort_with_video=False: the sorter sees the transcripts alone (the text-only ablation)."""
         if mode not in ("pretrain", "post"):
             raise ValueError(f"mode must be 'pretrain' or 'post', got {mode!r}")
         video, ids, mask = batch["video"], batch["text_ids"], batch["text_mask"]
@@ -418,7 +459,8 @@ class TVTS(nn.Module):
             return out
 
         # 4. Sorting: detached transcript features, so L_sort trains the video side and the sorter only.
-        logits = self.sorter(video_tokens, text_cls.detach())         # [B, K, K]
+        slices = math.ceil(video.shape[2] / self.cfg.video.tubelet)   # t: the encoder pads the last tubelet
+        logits = self.sorter(video_tokens if sort_with_video else None, text_cls.detach(), slices)  # [B, K, K]
         loss_sort, sort_acc, pos_acc = sort_loss_and_accuracy(logits, perm)
         out.update(loss=loss_base + self.cfg.sort.weight * loss_sort, loss_sort=loss_sort,
                    sort_acc=sort_acc, pos_acc=pos_acc, sort_logits=logits, sort_labels=perm)

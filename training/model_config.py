@@ -84,6 +84,13 @@ class SortConfig:
     heads: int | None = None          # default: video.heads (it runs at the video width)
     mlp_ratio: float = 4.0
     weight: float = 2.0               # total loss = L_base + weight * L_sort
+    # How a transcript gets its K position scores. "linear" (SortTSF as in the paper and the authors'
+    # code; the reproduction default): Linear(Dv, K) on the transcript's output token. "match": the
+    # transcript's output token is scored against the video tokens of each position's time slices
+    # (a pointer head: query . key, pooled over the slot's tokens), plus a learned key per position.
+    # On the small demo corpus the linear head memorises the training samples (ARCHITECTURE.md).
+    head: Literal["linear", "match"] = "linear"
+    match_dim: int = 128              # query/key width of the match head
 
 
 @dataclass
@@ -104,6 +111,11 @@ class ModelConfig:
         heads = self.sort.heads or self.video.heads
         if self.video.dim % heads:
             raise ConfigError(f"sort.heads {heads} does not divide video.dim {self.video.dim}")
+        if self.sort.head == "match" and self.video.time_slices < self.num_transcripts:
+            raise ConfigError(f"sort.head=match needs at least one temporal slice per transcript: video.frames / "
+                              f"video.tubelet = {self.video.time_slices} < num_transcripts {self.num_transcripts}")
+        if self.sort.match_dim < 1:
+            raise ConfigError(f"sort.match_dim must be >= 1, got {self.sort.match_dim}")
 
 
 def preset_path(name_or_path: str | Path) -> Path:

@@ -40,10 +40,11 @@ def plot_metrics(metrics: str | Path, out: str | Path) -> Path | None:
         h_steps = [r["step"] for r in heldout]
         ax_acc.plot(h_steps, [r["sort_acc"] / 100 for r in heldout], "o--", color="C0", label="held-out sort accuracy")
         ax_acc.plot(h_steps, [r["pos_acc"] / 100 for r in heldout], "o--", color="C1", label="held-out position accuracy")
-        text_only = [r for r in heldout if "sort_acc_text_only" in r]   # absent when no batch had 2 videos
-        if text_only:
-            ax_acc.plot([r["step"] for r in text_only], [r["sort_acc_text_only"] / 100 for r in text_only], "x:",
-                        color="C2", label="held-out sort, text only")
+        for key, colour, label in (("sort_acc_text_only", "C2", "held-out sort, text only (no video tokens)"),
+                                   ("sort_acc_other_video", "C3", "held-out sort, another video's frames")):
+            found = [r for r in heldout if key in r]   # other_video: absent when no batch had 2 videos
+            if found:
+                ax_acc.plot([r["step"] for r in found], [r[key] / 100 for r in found], "x:", color=colour, label=label)
     ax_acc.axhline(1 / 256, color="grey", linestyle=":", label="sort chance 1/256")
     ax_acc.set_xlabel("step")
     ax_acc.set_ylim(0, 1)

@@ -1,13 +1,15 @@
-"""`python -m pipeline.demo --out DIR [--seed N] [--videos N] [--narration how-to|plain]`: the narrated demo
-corpus and its downstream set.
+"""`python -m pipeline.demo --out DIR [--seed N] [--videos N] [--narration scenes|how-to|plain]`: the narrated
+demo corpus and its downstream set.
 
-Made offline in well under a minute on 2 cores: every video is 10-18 steps of 3-6 s of coloured
+Made offline in about a minute and a half on 2 cores: every video is 12-22 steps of 3-5 s of coloured
 shapes (a new shape/colour/count/position per step, some moving, growing or shrinking) drawn with
 Pillow and encoded with ffmpeg (H.264 320x240 15 fps + AAC mono 22.05 kHz), narrated by espeak-ng:
-each step is announced and then described while it is on screen, e.g. "Step four. Three blue squares
-appear on the left. They stay on the left." (`--narration plain`: 6-10 steps of 5-9 s, 2-4 sentences
-each, no announcements; the tests' corpus.) Word times are exact (espeak's word events), so captions are
-truthful and the order of the steps can be learned from frames and text (see pipeline.demo.script).
+each step is described while it is on screen, every sentence naming what is there and nothing about
+order, e.g. "Three blue squares appear on the left. The blue squares are small." So the order of the
+transcripts can be learned only from the frames. (`--narration how-to`: each step announced, "Step
+four.", an order cue in the text; `--narration plain`: 6-10 steps of 5-9 s, 2-4 sentences each, the
+tests' corpus. See pipeline.demo.script.) Word times are exact (espeak's word events), so captions are
+truthful.
 
 DIR layout
     manifest.jsonl   one row per video (ARCHITECTURE.md, "Manifest"): video_id, url (ABSOLUTE path of
@@ -53,7 +55,7 @@ from common.atomic import write_json, write_text
 from pipeline.demo import captions as demo_captions
 from pipeline.demo import downstream as demo_downstream
 from pipeline.demo.render import render_corpus_video
-from pipeline.demo.script import NARRATIONS, EspeakError, VideoScript
+from pipeline.demo.script import DEFAULT_NARRATION, NARRATIONS, EspeakError, VideoScript
 
 # Bump when any output changes for the same arguments: cached corpora (the tests' fixture) key on it.
 GENERATOR_VERSION = "5"
@@ -148,7 +150,7 @@ def _prepare(out: Path, plan: dict, force: bool) -> None:
 
 
 def generate(out: str | Path, seed: int = 0, videos: int = DEFAULT_VIDEOS, workers: int = 2,
-             downstream: bool = True, force: bool = False, narration: str = "how-to") -> dict:
+             downstream: bool = True, force: bool = False, narration: str = DEFAULT_NARRATION) -> dict:
     """Make (or finish, or find) the demo corpus in `out`; returns a small summary dict."""
     if videos < 1:
         raise DemoError(f"--videos must be at least 1, got {videos}")
@@ -247,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
     parser.add_argument("--no-downstream", action="store_true", help="skip the downstream set")
     parser.add_argument("--force", action="store_true", help="remake everything even if finished")
-    parser.add_argument("--narration", choices=sorted(NARRATIONS), default="how-to",
-                        help="how-to (default: 10-18 short steps, each announced 'Step <n>.') or plain "
-                             "(6-10 longer steps, no announcements)")
+    parser.add_argument("--narration", choices=sorted(NARRATIONS), default=DEFAULT_NARRATION,
+                        help="scenes (default: 12-22 steps of 3-5 s, sentences that name what is on screen and "
+                             "carry no order cue), how-to (each step announced 'Step <n>.': the text tells the "
+                             "order) or plain (6-10 longer steps, the tests' corpus)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, videos=args.videos, workers=args.workers,

