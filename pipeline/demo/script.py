@@ -317,19 +317,29 @@ def _verb(scene: Scene, singular: str, plural: str) -> str:
     return singular if scene.count == 1 else plural
 
 
+def _moving(s: Scene) -> tuple[str, str]:
+    """(direction, main sentence) of a moving scene: ("to the left", "A red star moves to the left.")."""
+    direction = "up" if s.motion == "up" else "down" if s.motion == "down" else f"to the {s.motion}"
+    return direction, f"{_subject(s)} {_verb(s, 'moves', 'move')} {direction}."
+
+
+def _resizing(s: Scene) -> tuple[str, str]:
+    """(change, main sentence) of a growing or shrinking scene: ("bigger", "Two blue squares grow on the left.")."""
+    verb = _verb(s, "grows", "grow") if s.motion == "grow" else _verb(s, "shrinks", "shrink")
+    change = "bigger" if s.motion == "grow" else "smaller"
+    return change, f"{_subject(s)} {verb} {POSITIONS[s.position][1]}."
+
+
 def sentences_for(scene: Scene, previous: Scene | None, rng: random.Random) -> list[str]:
     """The main sentence (what happens) first, then 1-4 further true statements in random order."""
     s, one = scene, scene.count == 1
     subject, where = _subject(s), POSITIONS[s.position][1]
     it, the = ("It" if one else "They"), f"the {_plural(s.shape, s.count)}"
     if s.motion in MOVES:
-        direction = "up" if s.motion == "up" else "down" if s.motion == "down" else f"to the {s.motion}"
-        main = f"{subject} {_verb(s, 'moves', 'move')} {direction}."
+        direction, main = _moving(s)
         extra = [f"{it} {_verb(s, 'keeps', 'keep')} moving {direction}."]
     elif s.motion in ("grow", "shrink"):
-        verb = _verb(s, "grows", "grow") if s.motion == "grow" else _verb(s, "shrinks", "shrink")
-        change = "bigger" if s.motion == "grow" else "smaller"
-        main = f"{subject} {verb} {where}."
+        change, main = _resizing(s)
         extra = [f"{it} {_verb(s, 'gets', 'get')} {change} and {change}.", f"{it} {_verb(s, 'stays', 'stay')} {where}."]
     else:
         main = rng.choice([f"{subject} {_verb(s, 'appears', 'appear')} {where}.",
@@ -354,14 +364,11 @@ def self_contained_sentences(scene: Scene, rng: random.Random) -> list[str]:
     subject, where = _subject(s), POSITIONS[s.position][1]
     the = f"The {s.colour} {_plural(s.shape, s.count)}"
     if s.motion in MOVES:
-        direction = "up" if s.motion == "up" else "down" if s.motion == "down" else f"to the {s.motion}"
         start, end = MOVES[s.motion]
-        main = f"{subject} {_verb(s, 'moves', 'move')} {direction}."
+        main = _moving(s)[1]
         extra = [f"{the} {_verb(s, 'goes', 'go')} from the {start} to the {end}."]
     elif s.motion in ("grow", "shrink"):
-        verb = _verb(s, "grows", "grow") if s.motion == "grow" else _verb(s, "shrinks", "shrink")
-        change = "bigger" if s.motion == "grow" else "smaller"
-        main = f"{subject} {verb} {where}."
+        change, main = _resizing(s)
         extra = [f"{the} {_verb(s, 'gets', 'get')} {change}."]
     else:
         main = f"{subject} {_verb(s, rng.choice(('appears', 'sits')), rng.choice(('appear', 'sit')))} {where}."

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common.config import ConfigError
-from training.model import TVTS, SortTransformer, VideoEncoder, build_tokenizer, count_parameters, load_mae_weights
+from training.model import TVTS, SortTransformer, VideoEncoder, build_tokenizer, count_parameters, load_image_weights
 from training.model_config import load_preset, resolve_model_source
 
 # A small random-init BERT (the MiniLM package's config, shrunk) keeps the CPU tests fast. No dropout, so
@@ -234,7 +234,7 @@ def test_mae_weights_load_from_a_synthetic_checkpoint(tmp_path):
     torch.save({"model": image_vit, "epoch": 799}, path)
 
     encoder = VideoEncoder(cfg)
-    missing, unexpected = load_mae_weights(encoder, path)
+    missing, unexpected = load_image_weights(encoder, path)
     assert missing == ["temporal_embed"]
     assert unexpected == ["decoder_embed.weight", "mask_token"]
     state = encoder.state_dict()
@@ -251,7 +251,7 @@ def test_mae_weights_load_from_a_synthetic_checkpoint(tmp_path):
     assert torch.allclose(video_feat, image_feat, atol=1e-4)
     # Through the preset: video.init loads it when the model is built.
     model = TVTS(load_preset("tiny", ["video.depth=2", f"video.init={path}", *SMALL_TEXT]))
-    assert model.mae_load_report == (missing, unexpected)
+    assert model.init_report == (missing, unexpected)
     assert torch.equal(model.video.cls_token, image_vit["cls_token"])
 
 
@@ -260,7 +260,7 @@ def test_mae_weights_of_another_width_are_refused(tmp_path):
     path = tmp_path / "wrong.pth"
     torch.save({"cls_token": torch.zeros(1, 1, 64)}, path)
     with pytest.raises(ValueError, match="cls_token"):
-        load_mae_weights(VideoEncoder(cfg), path)
+        load_image_weights(VideoEncoder(cfg), path)
 
 
 def test_describe_prints_counts_without_downloading(capsys):
