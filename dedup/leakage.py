@@ -34,6 +34,7 @@ from common.atomic import write_json
 from common.cli import JobError, progress
 from common.config import add_config_args, load_from_args
 from common.donemark import inputs_fingerprint, is_done, mark_done
+from common.ray_env import prepare_local_ray
 from dedup.config import LeakageConfig
 from dedup.corpus import expand_shards, iter_samples, sample_features
 from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
@@ -98,18 +99,19 @@ def stream_local(cfg: LeakageConfig, embedder: Any, shards: list[str], counts: C
 
 def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:
     """The same stream composed with Ray Data: shard reading tasks -> embedding actors -> the driver."""
+    joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+    if not joining:
+        prepare_local_ray()
     import ray
 
     from features.embed import embedder_kwargs
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if cfg.ray.address:
-            kwargs["address"] = cfg.ray.address
-        else:   # a new local cluster: token auth, Ray's default, said explicitly so Ray does not warn about it
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
-            if cfg.ray.num_cpus:
-                kwargs["num_cpus"] = cfg.ray.num_cpus
+        if joining:
+            kwargs["address"] = cfg.ray.address or None
+        elif cfg.ray.num_cpus:
+            kwargs["num_cpus"] = cfg.ray.num_cpus
         ray.init(**kwargs)
 
     def read_shard(item: dict) -> list[dict]:

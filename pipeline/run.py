@@ -36,6 +36,7 @@ from typing import Iterator
 
 from common.cli import JobError
 from common.config import add_config_args, load_from_args
+from common.ray_env import prepare_local_ray
 from pipeline.config import PipelineConfig, asr_enabled, to_dict
 from pipeline.driver import Committer, InOrder, Inputs, chunks
 from pipeline.ledger import Ledger
@@ -99,6 +100,20 @@ class ActorStage:
         return _pack(self.stage(_unpack(batch)))
 
 
+# Ray Data names an operator (its progress bar, its metrics, its log lines) after the function or class it
+# runs: one per stage, so a user reads "MapBatches(fetch)->MapBatches(probe)" instead of "apply_stage".
+def named_task_stage(stage: str, cfg: PipelineConfig):
+    def run(batch: dict) -> dict:
+        return apply_stage(batch, stage, cfg)
+
+    run.__name__ = run.__qualname__ = stage
+    return run
+
+
+def named_actor_stage(stage: str) -> type:
+    return type(stage, (ActorStage,), {"__doc__": f"The {stage} stage, built once per actor."})
+
+
 def _stream_local(items: list[VideoWork], cfg: PipelineConfig, stages: dict) -> Iterator[VideoWork]:
     for item in items:
         batch = [item]
@@ -122,7 +137,7 @@ def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWo
         if name in ("asr", "embed"):
             asr = name == "asr"
             ds = ds.map_batches(
-                ActorStage, fn_constructor_kwargs={"stage": name, "cfg": cfg}, batch_format="numpy",
+                named_actor_stage(name), fn_constructor_kwargs={"stage": name, "cfg": cfg}, batch_format="numpy",
                 batch_size=r.asr_batch_size if asr else cfg.embed.batch_size,
                 compute=ray.data.ActorPoolStrategy(size=r.asr_actors if asr else r.embed_actors),
                 num_cpus=r.asr_num_cpus if asr else r.embed_num_cpus,
@@ -130,7 +145,7 @@ def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWo
         else:
             heavy = name in ("segment", "decode")
             ds = ds.map_batches(
-                apply_stage, fn_kwargs={"stage": name, "cfg": cfg}, batch_format="numpy", batch_size=1,
+                named_task_stage(name, cfg), batch_format="numpy", batch_size=1,
                 compute=ray.data.TaskPoolStrategy(size=r.decode_concurrency if heavy else r.prepare_concurrency),
                 num_cpus=r.decode_num_cpus if heavy else r.prepare_num_cpus)
     for row in ds.iter_rows():
@@ -141,19 +156,18 @@ def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWo
 def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None]:
     """Join the configured cluster / the one of `ray job submit`, or start a private local Ray.
     `show_stages`: Ray Data's own per-stage progress bars (on a terminal, beside the job's bar)."""
+    joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+    if not joining:
+        prepare_local_ray()
     import ray
 
     started = False
     if not ray.is_initialized():
         r = cfg.ray
         quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
-        if r.address or os.environ.get("RAY_ADDRESS"):
+        if joining:
             ray.init(address=r.address or None, **quiet)
         else:
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-            # Token auth, as Ray 2.60 defaults to for a new local cluster, but said explicitly: Ray then
-            # creates the token without its "enabled by default" warning on every run.
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
             root = str(Path(__file__).resolve().parent.parent)  # workers import pipeline/ from here
             if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
@@ -162,12 +176,14 @@ def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None
         started = True
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
-             ctx.print_on_execution_start, ctx.execution_options.resource_limits)
+             ctx.enable_progress_bar_name_truncation, ctx.print_on_execution_start,
+             ctx.execution_options.resource_limits)
     # Results stream back as they finish (no head-of-line blocking in Ray); InOrder restores the order.
     ctx.execution_options.preserve_order = False
     # Where someone watches, Ray Data shows one bar per stage beside ours (videos committed, samples,
     # throughput); elsewhere neither, and no warning that they are off.
     ctx.enable_progress_bars = ctx.enable_operator_progress_bars = show_stages
+    ctx.enable_progress_bar_name_truncation = False   # stage names are short; no "truncating" warning
     if not show_stages:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ctx.print_on_execution_start = False
@@ -180,7 +196,8 @@ def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None
     finally:
         # leave the process's Ray Data context as it was (other jobs may run in this process)
         (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
-         ctx.print_on_execution_start, ctx.execution_options.resource_limits) = saved
+         ctx.enable_progress_bar_name_truncation, ctx.print_on_execution_start,
+         ctx.execution_options.resource_limits) = saved
         if started:
             ray.shutdown()
 

@@ -25,7 +25,7 @@ step "3/5 leakage check -> $RUN/leakage"
 $PY -m dedup leakage --config configs/demo.yaml
 
 step "4/5 DeepSpeed pretraining (tiny preset, 2 CPU ranks) -> $RUN/train"
-$PY -m deepspeed.launcher.runner --num_gpus 2 --master_addr 127.0.0.1 --master_port "${TVTS_MASTER_PORT:-29517}" \
+DS_ACCELERATOR=cpu $PY -m deepspeed.launcher.runner --num_gpus 2 --master_addr 127.0.0.1 --master_port "${TVTS_MASTER_PORT:-29517}" \
   --module training.pretrain --config configs/demo.yaml
 
 step "5/5 evaluation -> $RUN/eval"

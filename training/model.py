@@ -9,6 +9,7 @@ The spec lives in ../shared/TVTS-SPEC.md ("Model", "Losses"). Losses are in trai
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from pathlib import Path
@@ -22,6 +23,7 @@ from training.model_config import FALLBACK_TOKENIZER, ModelConfig, TextConfig, r
 
 log = logging.getLogger(__name__)
 LN_EPS = 1e-6
+LOCKED_CACHE_ENTRIES = 200_000   # transcripts whose locked-tower features are kept (x Dt floats each)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -296,6 +298,7 @@ class TextEncoder(nn.Module):
         self.width = self.model.config.hidden_size
         self.frozen = cfg.frozen
         self.pooling = cfg.pooling
+        self._cache: collections.OrderedDict[tuple, torch.Tensor] = collections.OrderedDict()
         if self.frozen:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -307,12 +310,37 @@ class TextEncoder(nn.Module):
         return self
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # ids, mask [S, L]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [S, L, Dt]
+        if self.frozen:
+            return self._locked_features(ids, mask)
+        return self._features(ids, mask)
+
+    def _features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [S, L, Dt]
         if self.pooling == "mean":
             weights = mask.unsqueeze(-1).to(hidden.dtype)                              # [S, L, 1]
             return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)            # [S, Dt]
         return hidden[:, 0]                                                          # [S, Dt] ([CLS])
+
+    @torch.no_grad()
+    def _locked_features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A locked tower gives every transcript the same feature each time it is seen, so features are kept
+        per token sequence (LRU, `LOCKED_CACHE_ENTRIES`) and only new transcripts run the encoder: on a
+        small corpus the text tower then costs almost nothing after the first epoch (it was 85% of the
+        CPU demo's step). Padding does not change a key: the key is the unmasked token ids."""
+        keys = [row[m.bool()].tolist() for row, m in zip(ids.cpu(), mask.cpu())]
+        keys = [tuple(k) for k in keys]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            fresh = self._features(ids[todo], mask[todo])
+            for i, feature in zip(todo, fresh):
+                self._cache[keys[i]] = feature.detach()
+        out = []
+        for k in keys:
+            self._cache.move_to_end(k)
+            out.append(self._cache[k])
+        while len(self._cache) > LOCKED_CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return torch.stack(out).to(ids.device)
 
 
 def build_tokenizer(cfg: ModelConfig | TextConfig):

@@ -53,8 +53,22 @@ def die_with_launcher() -> None:
         os._exit(1)
 
 
+def quiet_cpu_run() -> None:
+    """On a machine without a GPU, say "CPU" to DeepSpeed (DS_ACCELERATOR) instead of letting it warn on
+    every rank that it found no accelerator, and keep torch's "No CUDA runtime is found, using CUDA_HOME"
+    (logged when DeepSpeed builds its CPU comm op next to an installed CUDA toolkit) out of the log."""
+    import logging
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     die_with_launcher()
+    quiet_cpu_run()
     args = parse_args(argv)
     from training.config import PretrainConfig
 
