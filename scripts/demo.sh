@@ -8,7 +8,7 @@ RUN=data/demo-run
 step() { printf '\n=== %s ===\n' "$*"; }
 
 step "1/5 demo corpus -> data/demo"
-$PY -m pipeline.demo --out data/demo --videos 128   # ~1030 samples (4 overlapping spans per slot, configs/demo.yaml)
+$PY -m pipeline.demo --out data/demo --videos 128   # ~1200 samples (4 overlapping spans per slot, configs/demo.yaml)
 
 # Outputs made from another corpus (an older generator version or size) would be resumed with stale
 # shards: start $RUN afresh when the corpus it was made from is not the one in data/demo.
@@ -20,11 +20,13 @@ mkdir -p "$RUN" && cp data/demo/.demo-done.json "$RUN/corpus.json"
 
 step "2/5 Ray pipeline -> $RUN/pipeline"
 $PY -m pipeline run --config configs/demo.yaml
+# How true the samples' transcripts are: window word error rate against the generator's narration.
+echo "transcript word error rate per source: $($PY -m pipeline.demo.transcript_check --corpus data/demo --shards "$RUN/pipeline/shards/shard-*.tar")"
 
 step "3/5 leakage check -> $RUN/leakage"
 $PY -m dedup leakage --config configs/demo.yaml
 
-step "4/5 DeepSpeed pretraining (tiny preset, 2 CPU ranks) -> $RUN/train"
+step "4/5 DeepSpeed pretraining (dinov2_cpu preset, 2 CPU ranks) -> $RUN/train"
 DS_ACCELERATOR=cpu $PY -m deepspeed.launcher.runner --num_gpus 2 --master_addr 127.0.0.1 --master_port "${TVTS_MASTER_PORT:-29517}" \
   --module training.pretrain --config configs/demo.yaml
 
