@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -34,7 +33,7 @@ from common.atomic import write_json
 from common.cli import JobError, progress
 from common.config import add_config_args, load_from_args
 from common.donemark import inputs_fingerprint, is_done, mark_done
-from common.ray_env import prepare_local_ray
+from common.ray_env import prepare_ray
 from dedup.config import LeakageConfig
 from dedup.corpus import expand_shards, iter_samples, sample_features
 from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
@@ -99,9 +98,7 @@ def stream_local(cfg: LeakageConfig, embedder: Any, shards: list[str], counts: C
 
 def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:
     """The same stream composed with Ray Data: shard reading tasks -> embedding actors -> the driver."""
-    joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
-    if not joining:
-        prepare_local_ray()
+    joining = prepare_ray(cfg.ray.address)
     import ray
 
     from features.embed import embedder_kwargs

@@ -22,13 +22,12 @@ At 224x224 the tokens are the ONNX graph's `/backbone/layernorm/Add_1_output_0` 
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from common.cli import JobError
 from common.deps import require
+from common.file_hash import file_sha256
 from common.paths import CACHE_DIR
 
 MODEL_NAME = "dinov2-vits14"
@@ -63,22 +62,12 @@ def locate_weights(path: str | Path = "") -> Path:
     return chosen
 
 
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_sha256(path: str | Path = "") -> str:
-    """sha256 of the ONNX file (hashed once per process and file version). The set-up's own file must be
+    """sha256 of the ONNX file (hashed once per file version: common.file_hash). The set-up's own file must be
     the known one; another file given as model.pretrained is accepted when its graph maps (its hash then
     names it in the fingerprint)."""
     chosen = locate_weights(path)
-    stat = chosen.stat()
-    sha = _sha256(str(chosen.resolve()), stat.st_size, stat.st_mtime_ns)
+    sha = file_sha256(chosen)
     if not path and sha != ONNX_SHA256:
         raise WeightsMissing(f"{chosen} has sha256 {sha[:16]}..., expected {ONNX_SHA256[:16]}... "
                              f"(truncated or replaced): delete it and run `{SETUP_COMMAND}`")

@@ -36,7 +36,7 @@ from typing import Iterator
 
 from common.cli import JobError
 from common.config import add_config_args, load_from_args
-from common.ray_env import prepare_local_ray
+from common.ray_env import prepare_ray
 from pipeline.config import PipelineConfig, asr_enabled, to_dict
 from pipeline.driver import Committer, InOrder, Inputs, chunks
 from pipeline.ledger import Ledger
@@ -156,9 +156,7 @@ def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWo
 def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None]:
     """Join the configured cluster / the one of `ray job submit`, or start a private local Ray.
     `show_stages`: Ray Data's own per-stage progress bars (on a terminal, beside the job's bar)."""
-    joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
-    if not joining:
-        prepare_local_ray()
+    joining = prepare_ray(cfg.ray.address)
     import ray
 
     started = False

@@ -22,6 +22,7 @@ Prints a table and writes <task>.json into output.dir (demo: data/demo-run/eval)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -72,7 +73,10 @@ def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]
     info = json.loads(info_path.read_text())
     if "config" in info and "holdout_fraction" not in info:      # run.json of a DeepSpeed checkpoint
         info["holdout_fraction"] = info["config"]["data"]["holdout_fraction"]
-    model = TVTS(model_config_from_dict(info["model"]))
+    cfg = model_config_from_dict(info["model"])
+    # The checkpoint holds every video weight: building from video.init (an ImageMAE file, the DINOv2 ONNX
+    # graph) would read that file only to overwrite it, and fail where it is not present.
+    model = TVTS(dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, init=None)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:

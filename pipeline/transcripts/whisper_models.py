@@ -12,9 +12,9 @@ the convention training/model_config.py uses for the MiniLM text model:
 
 Every spec is pinned twice: by the packages' versions (importlib.metadata) and by the sha256 of the
 model.bin that faster-whisper loads. Hashing 75-145 MB costs 0.2-0.5 s of a shared CPU in every process
-that checks it, so `file_sha256` keeps the hash it computed in a stamp file under `.cache/models/sha256/`,
-keyed by the file's path, size and mtime: the next process (a rerun, a test, a bench) reads the stamp
-instead of re-hashing. The pipeline checks once, in the driver (`asr.check_model`), and hands its Ray
+that checks it, so `common.file_hash.file_sha256` keeps the hash it computed in a stamp file under
+`.cache/models/sha256/`, keyed by the file's path, size and mtime: the next process (a rerun, a test, a
+bench) reads the stamp instead of re-hashing. The pipeline checks once, in the driver (`asr.check_model`), and hands its Ray
 actors the resolved folder.
 Errors are `PackagedModelError`, one line: what is wrong, which file, what to run.
 
@@ -23,7 +23,6 @@ Only the standard library and common/ are imported here, so `AsrConfig.validate`
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import importlib
@@ -34,12 +33,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.atomic import atomic_open, write_json
+from common.atomic import atomic_open
+from common.file_hash import STAMPS_DIR, file_sha256, record_sha256
 from common.paths import CACHE_DIR
 
 PACKAGE_PREFIX = "pkg:"
 MODELS_DIR = CACHE_DIR / "models"
-STAMPS_DIR = MODELS_DIR / "sha256"
 # Whisper's English-only checkpoints have one token fewer than the multilingual ones (no language
 # tokens before <|endoftext|>); CTranslate2 decides `is_multilingual` by the same count.
 MULTILINGUAL_VOCAB = 51865
@@ -119,41 +118,6 @@ def english_only_folder(folder: str | os.PathLike) -> bool | None:
     return size < MULTILINGUAL_VOCAB
 
 
-def _stamp_path(path: Path, stamps_dir: Path) -> Path:
-    return stamps_dir / (hashlib.sha256(str(path).encode()).hexdigest()[:24] + ".json")
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_stamp(path: Path, sha256: str, stamps_dir: Path) -> None:
-    path = path.resolve()
-    st = path.stat()
-    with contextlib.suppress(OSError):  # a read-only cache only costs the next process a re-hash
-        write_json(_stamp_path(path, stamps_dir), {"path": str(path), "size": st.st_size,
-                                                   "mtime_ns": st.st_mtime_ns, "sha256": sha256})
-
-
-def file_sha256(path: str | os.PathLike, stamps_dir: Path = STAMPS_DIR) -> str:
-    """sha256 of a file, computed once per (path, size, mtime) and then read from its stamp file."""
-    path = Path(path).resolve()
-    st = path.stat()
-    try:
-        stamp = json.loads(_stamp_path(path, stamps_dir).read_text())
-        if (stamp["path"], stamp["size"], stamp["mtime_ns"]) == (str(path), st.st_size, st.st_mtime_ns):
-            return str(stamp["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no stamp, or a stale or broken one: hash again
-    sha256 = _hash_file(path)
-    _write_stamp(path, sha256, stamps_dir)
-    return sha256
-
-
 def _package_dir(model: PackagedModel, wheel: Wheel) -> Path:
     try:
         found = importlib.metadata.version(wheel.dist)
@@ -209,7 +173,7 @@ def join_parts(parts: list[Path], files: list[Path], out_dir: Path, sha256: str,
                     f"joining {' + '.join(str(p) for p in parts)} gave {written} bytes with sha256 "
                     f"{digest.hexdigest()[:16]}..., not the pinned {size} bytes {sha256[:16]}...: the "
                     "parts are corrupt or of another release; reinstall their packages")
-        _write_stamp(target, sha256, stamps_dir)
+        record_sha256(target, sha256, stamps_dir)
     return out_dir
 
 

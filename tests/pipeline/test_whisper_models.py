@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common.file_hash import file_sha256
 from pipeline.transcripts import whisper_models as wm
 from pipeline.transcripts.asr import AsrConfig, AsrModelError, Transcriber, check_model
 from tests.pipeline.speech import SPHINX, pooled_wer, sphinx_references, text_of
@@ -37,19 +38,19 @@ def one_line(exc: BaseException) -> str:
 def test_file_sha256_reads_its_stamp_until_the_file_changes(tmp_path):
     path, stamps = tmp_path / "model.bin", tmp_path / "stamps"
     path.write_bytes(b"weights v1")
-    assert wm.file_sha256(path, stamps) == sha(b"weights v1")
+    assert file_sha256(path, stamps) == sha(b"weights v1")
     [stamp] = stamps.glob("*.json")
     # A stamp that lies proves the second call reads it instead of hashing the file again...
     record = json.loads(stamp.read_text())
     stamp.write_text(json.dumps(dict(record, sha256="f" * 64)))
-    assert wm.file_sha256(path, stamps) == "f" * 64
+    assert file_sha256(path, stamps) == "f" * 64
     # ...and a file whose mtime or size moved is hashed again.
     path.write_bytes(b"weights v2")
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, record["mtime_ns"] + 1_000_000_000))
-    assert wm.file_sha256(path, stamps) == sha(b"weights v2")
+    assert file_sha256(path, stamps) == sha(b"weights v2")
     stamp.write_text("not json")
-    assert wm.file_sha256(path, stamps) == sha(b"weights v2")
+    assert file_sha256(path, stamps) == sha(b"weights v2")
 
 
 def fake_parts(tmp_path: Path, sizes=(3_000_000, 1_234_567)) -> tuple[list[Path], list[Path], bytes]:
@@ -79,7 +80,7 @@ def test_join_parts_writes_the_pinned_whole_beside_the_files(tmp_path):
     assert (out / "model.bin").read_bytes() == whole
     assert all((out / f.name).read_bytes() == f.read_bytes() for f in files)
     assert leftovers(out) == set()
-    assert wm.file_sha256(out / "model.bin", stamps) == sha(whole)  # stamped by the join: no re-hash
+    assert file_sha256(out / "model.bin", stamps) == sha(whole)  # stamped by the join: no re-hash
     mtime = (out / "model.bin").stat().st_mtime_ns
     wm.join_parts(parts, files, out, sha(whole), len(whole), stamps)  # done: not joined again
     assert (out / "model.bin").stat().st_mtime_ns == mtime
@@ -127,7 +128,7 @@ def test_tiny_en_pin_holds_for_the_installed_package(tmp_path):
     folder = wm.resolve_package(TINY, stamps_dir=tmp_path)  # empty stamps: really hashes 75 MB
     model = wm.PACKAGED[TINY]
     assert (folder / "model.bin").stat().st_size == model.size
-    assert wm.file_sha256(folder / "model.bin", tmp_path) == model.sha256
+    assert file_sha256(folder / "model.bin", tmp_path) == model.sha256
     assert wm.english_only_folder(folder) is True and model.english_only
 
 
@@ -185,7 +186,7 @@ def test_whisper_base_is_joined_pinned_and_transcribes(tmp_path):
     folder = Path(check_model(AsrConfig(model=BASE, language="de")))  # multilingual: any language
     model = wm.PACKAGED[BASE]
     assert folder == model.joined_dir and (folder / "model.bin").stat().st_size == 145_217_607
-    assert wm.file_sha256(folder / "model.bin", tmp_path) == model.sha256  # a real re-hash
+    assert file_sha256(folder / "model.bin", tmp_path) == model.sha256  # a real re-hash
     assert wm.english_only_folder(folder) is False
     roots = [Path(importlib.util.find_spec(w.module).origin).parent for w in model.wheels]
     for index, rel in model.files:
