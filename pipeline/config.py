@@ -42,8 +42,13 @@ class InputConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "data/demo-run/pipeline"  # shards/, ledger.sqlite, summary.json
-    scratch_dir: str | None = None       # downloads; default <dir>/scratch (kept stable so reruns resume)
+    dir: str = "data/demo-run/pipeline"  # shards/, summary.json (+ ledger.sqlite when local); a folder or URL
+    # Downloads, on each node; default <dir>/scratch for a local dir, else a folder in the node's temp dir
+    # named after the URL (kept stable so reruns resume).
+    scratch_dir: str | None = None
+    # The driver's ledger (SQLite) and run lock: a local folder. Default: dir itself when local, else
+    # ~/.cache/tvts/state/<url> (rebuilt from the shards' stats files when missing).
+    state_dir: str | None = None
 
 
 @dataclass
@@ -63,7 +68,7 @@ class EmbedConfig:
     pretrained: str = ""        # local weights file; empty + random_init for tests/demo without weights
     random_init: bool = False
     device: str = "cpu"
-    batch_size: int = 4         # samples per actor call
+    batch_size: int = 32        # frames per forward pass
 
 
 @dataclass
@@ -73,10 +78,7 @@ class RayConfig:
     object_store_memory: int | None = None  # local Ray only: bytes of object store
     # Streaming backpressure: Ray Data keeps at most this many bytes of rows in flight (None: Ray's default).
     max_inflight_bytes: int | None = 512 * 1024**2
-    chunk_rows: int = 5000          # manifest rows per Ray Data run (bounds the driver's memory)
-    # Videos that finish before an earlier one wait in the driver (to be written in manifest order):
-    # in memory up to this many bytes, then in <output.dir>/.reorder/ on disk.
-    reorder_memory_bytes: int = 256 * 1024**2
+    chunk_rows: int = 20000         # manifest rows per Ray Data run (bounds the driver's memory)
     prepare_num_cpus: float = 0.5   # fetch + probe + captions, per task
     prepare_concurrency: int = 2
     decode_num_cpus: float = 1.0    # segment + decode (ffmpeg), per task
@@ -84,7 +86,6 @@ class RayConfig:
     asr_num_cpus: float = 1.0       # per ASR actor (the model is loaded once per actor)
     asr_num_gpus: float = 0.0
     asr_actors: int = 1
-    asr_batch_size: int = 1         # rows per actor call: captioned rows pass through, so keep it small
     embed_num_cpus: float = 1.0
     embed_num_gpus: float = 0.0
     embed_actors: int = 1
@@ -94,8 +95,7 @@ class RayConfig:
     def validate(self) -> None:
         from common.config import ConfigError
 
-        for name in ("prepare_concurrency", "decode_concurrency", "asr_actors", "embed_actors", "chunk_rows",
-                     "asr_batch_size"):
+        for name in ("prepare_concurrency", "decode_concurrency", "asr_actors", "embed_actors", "chunk_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key 'ray.{name}' must be >= 1")
 
@@ -127,3 +127,24 @@ def asr_enabled(cfg: PipelineConfig) -> bool:
 
 def to_dict(cfg: PipelineConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+# Config sections that change what lands in the shards (not how fast or from where).
+OUTPUT_SECTIONS = ("transcript", "asr", "segment", "decode", "embed", "shards", "seed")
+NOT_OUTPUT_KEYS = {"asr": ("device", "cpu_threads"), "embed": ("device", "batch_size"),
+                   "decode": ("timeout_s", "audio_timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s")}
+
+
+def output_fingerprint(cfg: PipelineConfig) -> str:
+    """A hash of the settings that shape the samples: a rerun into the same output.dir must match it."""
+    import hashlib
+    import json
+
+    full = to_dict(cfg)
+    picked = {}
+    for name in OUTPUT_SECTIONS:
+        value = full[name]
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in NOT_OUTPUT_KEYS.get(name, ())}
+        picked[name] = value
+    return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]

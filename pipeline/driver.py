@@ -1,34 +1,35 @@
-"""The driver's side of the data job, apart from Ray: inputs in manifest order, results back in that order,
-samples into shards and outcomes into the ledger.
+"""The driver's side of the data job, apart from Ray: which input shards to do, and their outcomes into the ledger.
 
-- `Inputs(cfg)`: the manifest's rows for this job (de-duplicated, partitioned, limited), streamed in
-  order; malformed rows are recorded as failed on the way.
-- `InOrder(orders, spool_dir, memory_bytes)`: yields finished videos in manifest order whatever order
-  they arrive in (early arrivals wait in memory, past `ray.reorder_memory_bytes` on disk).
-- `Committer(cfg, ledger, writer)`: appends each video's samples to the open shard, closes a shard only
-  between two videos, and commits shard + ledger (ARCHITECTURE.md, "Pipeline: resume guarantee").
+The driver handles metadata only. It reads the manifest (de-duplicated, partitioned, limited), cuts
+the rows into input shards of `shards.input_rows` consecutive rows, and plans one `ShardTask` per input
+shard that is not done; the workers write the pieces (pipeline/write.py) and return their stats, which
+`Recorder` puts into the ledger (one transaction per piece).
+
+An input shard is done when its attempt-0 piece exists with the same rows (`rows_digest`: a changed
+manifest or `input.limit` that regroups its rows redoes it, after deleting its old pieces). With
+`--retry-failed`, the failed rows of each done shard are redone as a retry piece `shard-NNNNNN_rG` of one
+retry generation G (kept in the ledger until the retry run ends, so a rerun after a crash continues it
+instead of retrying twice). Rows of a done shard that have no outcome at all (a retry piece deleted by
+hand) are redone the same way.
 """
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
+from common import storage
 from common.cli import JobError
 from pipeline.config import PipelineConfig
 from pipeline.ledger import Ledger
-from pipeline.samples.shards import ShardWriter
-from pipeline.stages import VideoWork
+from pipeline.samples.shards import parse_piece
+from pipeline.stages import ShardTask, VideoWork
+from pipeline.write import rows_digest
 
-__all__ = ["Inputs", "InOrder", "Committer", "chunks"]
-
-
-# --------------------------------------------------------------------------------------------------
-# Inputs
+__all__ = ["Inputs", "Plan", "plan_tasks", "Recorder", "task_chunks"]
 
 
 class Inputs:
-    """The manifest's rows for this job (de-duplicated, partitioned, limited), streamed in order."""
+    """The manifest's rows for this job (de-duplicated, partitioned, limited), in order, in input shards."""
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
@@ -51,140 +52,119 @@ class Inputs:
                     yield order, item
                 order += 1
         except ManifestFormatError as exc:
-            raise JobError(f"cannot read the manifest {self.cfg.input.manifest}: {exc}", code=2) from None
+            raise JobError(f"cannot read the manifest {storage.redact(self.cfg.input.manifest)}: {exc}",
+                           code=2) from None
         except (OSError, ValueError) as exc:
-            raise JobError(f"cannot read the manifest {self.cfg.input.manifest}: {exc}", code=2) from None
+            raise JobError(f"cannot read the manifest {storage.redact(self.cfg.input.manifest)}: {exc}",
+                           code=2) from None
         self.duplicates = stats.duplicates
 
-    def scan(self, finished: set[str]) -> int:
-        """Count the inputs and those still to do (first pass)."""
-        self.total = self.errors = todo = 0
+    def shards(self, errors: list[dict] | None = None) -> Iterator[tuple[int, list[VideoWork]]]:
+        """(input shard index, its rows as VideoWork); malformed rows go to `errors` (dicts for the ledger)."""
+        size = self.cfg.shards.input_rows
+        self.total = self.errors = 0
+        index, group = 0, []
         for item in self._items():
             self.total += 1
-            if isinstance(item, tuple):
-                todo += item[1].video_id not in finished
-            else:
+            if not isinstance(item, tuple):
                 self.errors += 1
-        return todo
+                if errors is not None:
+                    record = item.as_record()
+                    errors.append({"video_id": item.input_id, "line": item.line, "stage": record["stage"],
+                                   "error_class": record["error_class"], "message": record["message"]})
+                continue
+            order, row = item
+            group.append(VideoWork(order=order, row=row.to_dict()))
+            if len(group) == size:
+                yield index, group
+                index, group = index + 1, []
+        if group:
+            yield index, group
 
-    def work(self, finished: set[str], ledger: Ledger) -> Iterator[VideoWork]:
-        """The rows to do, as VideoWork; malformed rows are recorded as failed on the way."""
-        for item in self._items():
-            if isinstance(item, tuple):
-                order, row = item
-                if row.video_id not in finished:
-                    yield VideoWork(order=order, row=row.to_dict())
-            elif item.input_id not in finished:
-                record = item.as_record()
-                ledger.record_failed(item.input_id, item.line, record["stage"], record["error_class"],
-                                     record["message"])
+
+@dataclass
+class Plan:
+    """What this run does (counted while the tasks are planned)."""
+
+    tasks: int = 0
+    rows: int = 0
+    done_shards: int = 0
+    stale_pieces: int = 0
 
 
-def chunks(items: Iterable[VideoWork], size: int) -> Iterator[list[VideoWork]]:
-    chunk: list[VideoWork] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
+def plan_tasks(inputs: Inputs, ledger: Ledger, done_pieces: list[str], *, retry_generation: int | None,
+               errors: list[dict] | None = None, plan: Plan | None = None,
+               drop_stale: Callable[[int, list[str]], None] | None = None) -> Iterator[ShardTask]:
+    """The ShardTasks of this run, in input-shard order (see the module docstring for the rules).
+
+    `drop_stale(index, piece names)` is called before the task of a regrouped shard is yielded: its old
+    pieces must be gone before the new ones are written. Without `errors`/`drop_stale` it only counts."""
+    base = ledger.base_digests()
+    latest = ledger.latest_attempts()
+    failed = ledger.failed_rows() if retry_generation is not None else {}
+    recorded = ledger.rows_per_shard()
+    by_shard: dict[int, list[str]] = {}
+    for name in done_pieces:
+        by_shard.setdefault(parse_piece(name)[0], []).append(name)
+    plan = plan if plan is not None else Plan()
+    for index, items in inputs.shards(errors):
+        ids = [item.video_id for item in items]
+        digest = rows_digest(ids)
+        if base.get(index) != digest:
+            stale = by_shard.get(index, [])   # other rows now (or its base piece lost): redo it all
+            plan.stale_pieces += len(stale)
+            if stale and drop_stale is not None:
+                drop_stale(index, stale)
+            plan.tasks += 1
+            plan.rows += len(items)
+            yield ShardTask(index, 0, digest, items)
+            continue
+        plan.done_shards += 1
+        redo: set[str] = set()
+        if recorded.get(index, 0) < len(ids):
+            redo |= set(ids) - ledger.recorded_ids_of(index)
+        if retry_generation is not None and latest.get(index, 0) < retry_generation:
+            redo |= failed.get(index, set())
+        if redo:
+            again = [item for item in items if item.video_id in redo]
+            # a new piece after the shard's latest one: the retry generation's number when retrying
+            attempt = max(retry_generation or 0, latest.get(index, 0) + 1)
+            plan.tasks += 1
+            plan.rows += len(again)
+            yield ShardTask(index, attempt, rows_digest([i.video_id for i in again]), again)
+
+
+def task_chunks(tasks: Iterator[ShardTask], max_rows: int) -> Iterator[list[ShardTask]]:
+    """Tasks in groups of about `max_rows` rows: one Ray Data run each (bounds the driver's memory)."""
+    chunk: list[ShardTask] = []
+    rows = 0
+    for task in tasks:
+        chunk.append(task)
+        rows += len(task.items)
+        if rows >= max_rows:
             yield chunk
-            chunk = []
+            chunk, rows = [], 0
     if chunk:
         yield chunk
 
 
-class InOrder:
-    """Yield finished videos in manifest order whatever order they arrive in.
+class Recorder:
+    """Takes the pieces' stats as the workers finish them (any order) and commits them to the ledger."""
 
-    Early arrivals wait in memory up to `memory_bytes` (their pickled size), beyond that in files under
-    `spool_dir` (deleted as they are used; the folder is only a cache: a crash just redoes those videos).
-    """
-
-    def __init__(self, orders: Iterable[int], spool_dir: Path, memory_bytes: int):
-        self.expected = list(orders)
-        self.position = 0
-        self.spool_dir = spool_dir
-        self.memory_bytes = memory_bytes
-        self.in_memory: dict[int, bytes] = {}
-        self.on_disk: set[int] = set()
-        self.held_bytes = 0
-
-    def _take(self, order: int) -> VideoWork:
-        if order in self.in_memory:
-            blob = self.in_memory.pop(order)
-            self.held_bytes -= len(blob)
-            return pickle.loads(blob)
-        path = self.spool_dir / f"{order}.pkl"
-        item = pickle.loads(path.read_bytes())
-        path.unlink()
-        self.on_disk.discard(order)
-        return item
-
-    def push(self, item: VideoWork) -> Iterator[VideoWork]:
-        if self.position < len(self.expected) and item.order == self.expected[self.position]:
-            self.position += 1
-            yield item
-        else:
-            blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-            if self.held_bytes + len(blob) <= self.memory_bytes:
-                self.in_memory[item.order] = blob
-                self.held_bytes += len(blob)
-            else:
-                self.spool_dir.mkdir(parents=True, exist_ok=True)
-                (self.spool_dir / f"{item.order}.pkl").write_bytes(blob)
-                self.on_disk.add(item.order)
-        while self.position < len(self.expected) and (
-                self.expected[self.position] in self.in_memory or self.expected[self.position] in self.on_disk):
-            order = self.expected[self.position]
-            self.position += 1
-            yield self._take(order)
-
-    def check_complete(self) -> None:
-        if self.position != len(self.expected):
-            missing = self.expected[self.position]
-            raise JobError(f"the stages returned no result for manifest position {missing}; rerun to resume")
-
-
-# --------------------------------------------------------------------------------------------------
-# Driver side: shards + ledger
-
-
-class Committer:
-    """Takes finished videos in order; appends samples to the open shard; commits shard + ledger."""
-
-    def __init__(self, cfg: PipelineConfig, ledger: Ledger, writer: ShardWriter):
-        self.cfg, self.ledger, self.writer = cfg, ledger, writer
-        self.pending: list[dict[str, Any]] = []
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
         self.counts = {"processed": 0, "written": 0, "skipped": 0, "failed": 0, "samples": 0, "shards": 0,
-                       "dropped_samples": 0}
+                       "dropped_samples": 0, "bytes_written": 0}
 
-    def add(self, item: VideoWork) -> None:
-        line = item.row.get("line")
-        seconds = {k: round(v, 4) for k, v in item.seconds.items()}
-        self.counts["processed"] += 1
-        if item.status == "failed":
-            self.ledger.record_failed(item.video_id, line, item.stage or "?", item.error_class or "unknown",
-                                      item.message, seconds)
-            self.counts["failed"] += 1
-            return
-        if item.status == "skipped" or not item.samples:
-            self.ledger.record_skipped(item.video_id, line, item.reason or "no_samples", item.message, seconds)
-            self.counts["skipped"] += 1
-            return
-        for sample in item.samples:
-            self.writer.add(sample)
-        self.pending.append({"video_id": item.video_id, "line": line, "keys": [s.key for s in item.samples],
-                             "seconds": seconds})
-        self.counts["samples"] += len(item.samples)
-        self.counts["dropped_samples"] += item.dropped_samples
-        if (self.writer.open_samples >= self.cfg.shards.max_samples
-                or self.writer.open_bytes >= self.cfg.shards.max_bytes):
-            self.commit()
-
-    def commit(self) -> None:
-        if not self.pending:
-            return
-        outcomes = {p["video_id"]: {"line": p["line"], "seconds": p["seconds"]} for p in self.pending}
-        shard = self.writer.close_shard(extra_stats={"outcomes": outcomes})
-        self.ledger.commit_shard(shard.index, shard.name, shard.samples, shard.bytes, self.pending)
-        self.counts["written"] += len(self.pending)
-        self.counts["shards"] += 1
-        self.pending = []
+    def add(self, stats: dict[str, Any]) -> int:
+        """Record one finished piece; returns how many rows it settled."""
+        self.ledger.commit_piece(stats)
+        outcomes = stats.get("outcomes") or {}
+        for outcome in outcomes.values():
+            self.counts[outcome["status"]] += 1
+            self.counts["dropped_samples"] += int(outcome.get("dropped_samples", 0))
+        self.counts["processed"] += len(outcomes)
+        self.counts["samples"] += int(stats["samples"])
+        self.counts["shards"] += int(stats["samples"]) > 0
+        self.counts["bytes_written"] += int(stats.get("tar_bytes", 0))
+        return len(outcomes)

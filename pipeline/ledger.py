@@ -1,12 +1,16 @@
-"""The run ledger: exactly one outcome per input video, in SQLite (WAL) under the output folder.
+"""The run ledger: exactly one outcome per input video, in SQLite (WAL) in the run's local state folder.
 
-Outcomes: `written` (sample keys, shard), `skipped` (reason), `failed` (error class, message, stage).
-A `written` outcome is committed in the same transaction as the shard that holds the video's samples,
-after that shard's stats file exists (pipeline/samples/shards.py); `skipped` and `failed` are committed as soon
-as they are known (they add nothing to any shard). So after a crash at any moment:
-- every video in a done shard is `written` (or is re-imported from the shard's stats file by
-  `reconcile`, when the crash fell between the stats file and the ledger commit);
-- every other video is either recorded skipped/failed or has no row, and is redone.
+Outcomes: `written` (sample keys, piece), `skipped` (reason), `failed` (error class, message, stage).
+The durable record is the output itself: every piece's stats file (pipeline/samples/shards.py) lists the
+outcome of each of its input rows, and is written by the worker last. The ledger is the driver's index
+of those stats files (plus the manifest's malformed rows, which the driver finds itself every run):
+- `commit_piece` records a piece and the outcomes of its rows in one transaction (one per input shard,
+  not one per row: the driver keeps up with thousands of rows a second);
+- `reconcile` makes it agree with the done pieces in the output after any crash: a piece whose stats
+  file exists but is not in the ledger is imported, a piece of the ledger whose files are gone is
+  dropped (its rows are redone). So the ledger may even be lost (a new machine for a job on S3): the next
+  run rebuilds it from the stats files.
+A later attempt at a row (a retry piece, `--retry-failed`) replaces its outcome; `attempts` counts them.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     video_id    TEXT PRIMARY KEY,
     line        INTEGER,
     status      TEXT NOT NULL CHECK (status IN ('written', 'skipped', 'failed')),
-    shard       TEXT,
+    input_shard INTEGER,       -- NULL: a malformed manifest row (in no input shard)
+    shard       TEXT,          -- the piece that recorded this outcome
     keys        TEXT,          -- JSON list of sample keys (written)
     samples     INTEGER NOT NULL DEFAULT 0,
     reason      TEXT,          -- skipped
@@ -32,17 +37,47 @@ CREATE TABLE IF NOT EXISTS outcomes (
     attempts    INTEGER NOT NULL DEFAULT 1,
     updated     REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS outcomes_by_shard ON outcomes (input_shard, status);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS shards (
-    idx     INTEGER PRIMARY KEY,
-    name    TEXT NOT NULL,
-    samples INTEGER NOT NULL,
-    bytes   INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS pieces (
+    name        TEXT PRIMARY KEY,
+    input_shard INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    rows_digest TEXT NOT NULL,  -- sha256 of the input shard's video ids (attempt 0) / of the retried ids
+    rows        INTEGER NOT NULL,
+    samples     INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL
 );
 """
+
+_UPSERT = """
+INSERT INTO outcomes (video_id, line, status, input_shard, shard, keys, samples, reason, error_class, message,
+                      stage, seconds, attempts, updated)
+VALUES (:video_id, :line, :status, :input_shard, :shard, :keys, :samples, :reason, :error_class, :message,
+        :stage, :seconds, 1, :updated)
+ON CONFLICT (video_id) DO UPDATE SET
+    line = excluded.line, status = excluded.status, input_shard = excluded.input_shard, shard = excluded.shard,
+    keys = excluded.keys, samples = excluded.samples, reason = excluded.reason, error_class = excluded.error_class,
+    message = excluded.message, stage = excluded.stage, seconds = excluded.seconds,
+    attempts = outcomes.attempts + 1, updated = excluded.updated
+"""
+
+_FIELDS = ("line", "status", "input_shard", "shard", "keys", "samples", "reason", "error_class", "message", "stage",
+           "seconds")
+
+
+def outcome_row(video_id: str, outcome: dict[str, Any], *, input_shard: int | None, shard: str | None,
+                now: float) -> dict[str, Any]:
+    """An outcome as the stats files hold it -> the ledger's row."""
+    keys = outcome.get("keys") or []
+    return {"video_id": video_id, "line": outcome.get("line"), "status": outcome["status"],
+            "input_shard": input_shard, "shard": shard, "keys": json.dumps(keys) if keys else None,
+            "samples": len(keys), "reason": outcome.get("reason"), "error_class": outcome.get("error_class"),
+            "message": (outcome.get("message") or "")[:2000], "stage": outcome.get("stage"),
+            "seconds": json.dumps(outcome.get("seconds") or {}), "updated": now}
 
 
 class Ledger:
@@ -51,8 +86,8 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most the last commits,
+        self.db.executescript(SCHEMA)                 # which reconcile re-imports from the stats files
 
     def close(self) -> None:
         self.db.close()
@@ -67,34 +102,52 @@ class Ledger:
     def outcome(self, video_id: str) -> dict[str, Any] | None:
         cur = self.db.execute("SELECT * FROM outcomes WHERE video_id = ?", (video_id,))
         row = cur.fetchone()
-        if row is None:
-            return None
-        record = dict(zip([c[0] for c in cur.description], row))
+        return None if row is None else self._record(cur.description, row)
+
+    @staticmethod
+    def _record(description: Any, row: tuple) -> dict[str, Any]:
+        record = dict(zip([c[0] for c in description], row))
         record["keys"] = json.loads(record["keys"]) if record["keys"] else []
         record["seconds"] = json.loads(record["seconds"]) if record["seconds"] else {}
         return record
 
     def outcomes(self) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT video_id FROM outcomes ORDER BY line, video_id")
-        return [self.outcome(vid) for (vid,) in cur.fetchall()]
+        cur = self.db.execute("SELECT * FROM outcomes ORDER BY line, video_id")
+        return [self._record(cur.description, row) for row in cur.fetchall()]
 
-    def finished_ids(self, retry_failed: bool = False) -> set[str]:
-        """Videos that a run does not redo: written and skipped, and failed unless `retry_failed`."""
-        statuses = ("written", "skipped") if retry_failed else ("written", "skipped", "failed")
-        marks = ",".join("?" * len(statuses))
-        cur = self.db.execute(f"SELECT video_id FROM outcomes WHERE status IN ({marks})", statuses)
-        return {vid for (vid,) in cur.fetchall()}
+    def recorded_ids(self) -> set[str]:
+        return {vid for (vid,) in self.db.execute("SELECT video_id FROM outcomes")}
 
     def attempts(self, video_id: str) -> int:
         row = self.db.execute("SELECT attempts FROM outcomes WHERE video_id = ?", (video_id,)).fetchone()
         return int(row[0]) if row else 0
 
-    def shard_indices(self) -> list[int]:
-        return [i for (i,) in self.db.execute("SELECT idx FROM shards ORDER BY idx").fetchall()]
+    def pieces(self) -> dict[str, dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM pieces ORDER BY input_shard, attempt")
+        names = [c[0] for c in cur.description]
+        return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
 
-    def next_shard_index(self) -> int:
-        row = self.db.execute("SELECT MAX(idx) FROM shards").fetchone()
-        return 0 if row[0] is None else int(row[0]) + 1
+    def base_digests(self) -> dict[int, str]:
+        """Input shard -> rows digest of its done attempt-0 piece."""
+        return dict(self.db.execute("SELECT input_shard, rows_digest FROM pieces WHERE attempt = 0"))
+
+    def latest_attempts(self) -> dict[int, int]:
+        return dict(self.db.execute("SELECT input_shard, MAX(attempt) FROM pieces GROUP BY input_shard"))
+
+    def rows_per_shard(self) -> dict[int, int]:
+        return dict(self.db.execute("SELECT input_shard, COUNT(*) FROM outcomes WHERE input_shard IS NOT NULL "
+                                    "GROUP BY input_shard"))
+
+    def recorded_ids_of(self, input_shard: int) -> set[str]:
+        return {v for (v,) in self.db.execute("SELECT video_id FROM outcomes WHERE input_shard = ?", (input_shard,))}
+
+    def failed_rows(self) -> dict[int, set[str]]:
+        """Input shard -> its rows whose outcome is failed."""
+        out: dict[int, set[str]] = {}
+        for shard, vid in self.db.execute(
+                "SELECT input_shard, video_id FROM outcomes WHERE status = 'failed' AND input_shard IS NOT NULL"):
+            out.setdefault(int(shard), set()).add(vid)
+        return out
 
     def counts(self) -> dict[str, Any]:
         """Totals over the whole ledger (every run of this output folder)."""
@@ -106,9 +159,10 @@ class Ledger:
             "SELECT reason, COUNT(*) FROM outcomes WHERE status = 'skipped' GROUP BY reason "
             "ORDER BY COUNT(*) DESC, reason").fetchall())
         samples, nbytes, nshards = self.db.execute(
-            "SELECT COALESCE(SUM(samples), 0), COALESCE(SUM(bytes), 0), COUNT(*) FROM shards").fetchone()
+            "SELECT COALESCE(SUM(samples), 0), COALESCE(SUM(bytes), 0), COALESCE(SUM(samples > 0), 0) "
+            "FROM pieces").fetchone()
         seconds: dict[str, float] = {}
-        for (blob,) in self.db.execute("SELECT seconds FROM outcomes WHERE seconds IS NOT NULL"):
+        for (blob,) in self.db.execute("SELECT seconds FROM outcomes WHERE seconds IS NOT NULL AND seconds != '{}'"):
             for stage, value in json.loads(blob).items():
                 seconds[stage] = seconds.get(stage, 0.0) + float(value)
         return {
@@ -127,72 +181,81 @@ class Ledger:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    def set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # --- writing
-    def _upsert(self, video_id: str, fields: dict[str, Any]) -> None:
-        attempts = self.attempts(video_id) + 1
-        fields = dict(fields, video_id=video_id, attempts=attempts, updated=time.time())
-        for name in ("keys", "seconds"):
-            if name in fields and not isinstance(fields[name], (str, type(None))):
-                fields[name] = json.dumps(fields[name])
-        columns = ",".join(fields)
-        marks = ",".join("?" * len(fields))
-        self.db.execute(f"INSERT OR REPLACE INTO outcomes ({columns}) VALUES ({marks})", tuple(fields.values()))
-
-    def record_skipped(self, video_id: str, line: int | None, reason: str, message: str = "",
-                       seconds: dict[str, float] | None = None) -> None:
-        self._upsert(video_id, {"line": line, "status": "skipped", "reason": reason, "message": message,
-                                "seconds": seconds or {}, "samples": 0})
-
-    def record_failed(self, video_id: str, line: int | None, stage: str, error_class: str, message: str,
-                      seconds: dict[str, float] | None = None) -> None:
-        self._upsert(video_id, {"line": line, "status": "failed", "stage": stage, "error_class": error_class,
-                                "message": message[:2000], "seconds": seconds or {}, "samples": 0})
-
-    def commit_shard(self, index: int, name: str, samples: int, nbytes: int,
-                     videos: Iterable[dict[str, Any]]) -> None:
-        """One transaction: the shard row and a `written` outcome for each of its videos.
-
-        `videos`: dicts with video_id, line, keys, seconds.
-        """
+    def record_failed_rows(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Malformed manifest rows (in no input shard): dicts with video_id, line, stage, error_class, message.
+        One transaction for all of them; a row already recorded is left as it is."""
+        now = time.time()
+        batch = [outcome_row(r["video_id"], dict(r, status="failed"), input_shard=None, shard=None, now=now)
+                 for r in rows]
+        if not batch:
+            return 0
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("INSERT OR REPLACE INTO shards (idx, name, samples, bytes) VALUES (?, ?, ?, ?)",
-                            (index, name, samples, nbytes))
-            for video in videos:
-                self._upsert(video["video_id"], {
-                    "line": video.get("line"), "status": "written", "shard": name, "keys": video["keys"],
-                    "samples": len(video["keys"]), "seconds": video.get("seconds") or {}})
+            cur = self.db.executemany(
+                f"INSERT OR IGNORE INTO outcomes (video_id, {', '.join(_FIELDS)}, attempts, updated) VALUES "
+                f"(:video_id, {', '.join(':' + f for f in _FIELDS)}, 1, :updated)", batch)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return cur.rowcount
+
+    def commit_piece(self, stats: dict[str, Any]) -> None:
+        """One transaction: the piece and the outcome of each of its rows (`stats`: its stats file)."""
+        now = time.time()
+        name, shard = stats["shard"], int(stats["input_shard"])
+        rows = [outcome_row(vid, outcome, input_shard=shard, shard=name, now=now)
+                for vid, outcome in (stats.get("outcomes") or {}).items()]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("INSERT OR REPLACE INTO pieces (name, input_shard, attempt, rows_digest, rows, samples, "
+                            "bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (name, shard, int(stats["attempt"]), stats["rows_digest"], len(rows),
+                             int(stats["samples"]), int(stats["bytes"])))
+            self.db.executemany(_UPSERT, rows)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
 
-    def reconcile(self, stats_by_index: dict[int, dict[str, Any]]) -> dict[str, int]:
-        """Make the ledger agree with the done shards on disk (`shards.read_stats`).
+    def forget_shard(self, input_shard: int) -> list[str]:
+        """Drop an input shard's pieces and row outcomes (its rows changed: it is redone from scratch)."""
+        names = [n for (n,) in self.db.execute("SELECT name FROM pieces WHERE input_shard = ?", (input_shard,))]
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM outcomes WHERE input_shard = ?", (input_shard,))
+        self.db.execute("DELETE FROM pieces WHERE input_shard = ?", (input_shard,))
+        self.db.execute("COMMIT")
+        return names
 
-        - a done shard missing from the ledger (crash after its stats file, before the ledger commit)
-          is imported from its stats file;
-        - a ledger shard without its files on disk is dropped, and its videos are redone.
+    def reconcile(self, done: list[str], load_stats) -> dict[str, int]:
+        """Make the ledger agree with the done pieces of the output.
+
+        `done`: the names of the pieces whose stats file exists, in (input shard, attempt) order;
+        `load_stats(names) -> {name: stats}` reads the stats files of the pieces the ledger lacks (only
+        those: a resumed job on S3 does not re-read every stats file).
+        - a done piece missing from the ledger (the crash fell after its stats file, or the ledger is new)
+          is imported, in attempt order, so the latest attempt's outcome wins;
+        - a ledger piece whose stats file is gone is dropped with the outcomes it recorded (redone).
         """
-        imported = dropped = 0
-        known = set(self.shard_indices())
-        for index, stats in sorted(stats_by_index.items()):
-            if index in known:
-                continue
-            outcomes = stats.get("outcomes") or {}
-            videos = [{"video_id": vid, "keys": keys, "line": (outcomes.get(vid) or {}).get("line"),
-                       "seconds": (outcomes.get(vid) or {}).get("seconds")}
-                      for vid, keys in (stats.get("videos") or {}).items()]
-            self.commit_shard(index, stats["shard"], int(stats["samples"]), int(stats["bytes"]), videos)
-            imported += 1
-        for index in known - set(stats_by_index):
-            name = self.db.execute("SELECT name FROM shards WHERE idx = ?", (index,)).fetchone()[0]
+        known = self.pieces()
+        missing = [n for n in done if n not in known]
+        imported = 0
+        for name, stats in load_stats(missing).items():
+            if "input_shard" in stats and "rows_digest" in stats:
+                self.commit_piece(stats)
+                imported += 1
+        dropped = 0
+        for name in set(known) - set(done):
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("DELETE FROM outcomes WHERE status = 'written' AND shard = ?", (name,))
-            self.db.execute("DELETE FROM shards WHERE idx = ?", (index,))
+            self.db.execute("DELETE FROM outcomes WHERE shard = ?", (name,))
+            self.db.execute("DELETE FROM pieces WHERE name = ?", (name,))
             self.db.execute("COMMIT")
             dropped += 1
         return {"imported": imported, "dropped": dropped}

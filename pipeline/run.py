@@ -1,46 +1,53 @@
 """The data job: `python -m pipeline run --config FILE [--set key=value ...] [--retry-failed]`.
 
-Ray Data streams the manifest's rows through the stages (pipeline/stages.py: fetch -> probe ->
-transcript -> [asr actors] -> segment -> decode -> [embed actors]), one `map_batches` per stage with
-its resources from the `ray` config section; the driver takes the finished videos as they come, puts them back in
-manifest order (`pipeline.driver.InOrder`: early arrivals wait in memory, or on disk past `ray.reorder_memory_bytes`,
-so one slow video never stalls the workers) and appends their samples to shards (pipeline/samples/shards.py), recording every video's
-outcome in the ledger (pipeline/ledger.py). See ARCHITECTURE.md, "Pipeline: resume guarantee".
+The driver reads the manifest and cuts its rows into input shards of `shards.input_rows` rows
+(pipeline/driver.py); Ray Data streams one row per input shard through the stages (pipeline/stages.py:
+fetch -> probe -> transcript -> [asr actors] -> segment -> decode -> [embed actors] -> write), one
+`map_batches` per stage with its resources from the `ray` config section. The last stage
+(pipeline/write.py) runs on the workers and writes the shard's piece straight to `output.dir` (a local
+folder or any fsspec URL: s3://, gs://, ...); only its stats (outcomes, counts) come back, and the
+driver commits them to the ledger (pipeline/ledger.py), one transaction per piece. No sample byte
+crosses the driver. See ARCHITECTURE.md, "Pipeline: resume guarantee".
 
-Why the driver writes: shard contents must not depend on which worker finished first. Videos reach the
-writer in manifest order, a shard is closed only between two videos (once it holds `shards.max_samples`
-samples or `shards.max_bytes` bytes), so the shards are a pure function of the manifest and the
-per-video results; a rerun after a crash deletes the shard that was open, skips the videos whose
-outcome is recorded, and rebuilds the same shards from the first unfinished video on.
+Why input shards: a piece's bytes are a pure function of its rows and the settings, whichever worker
+or node made it and however often it was retried; a rerun after any crash (driver, worker, node)
+skips the done pieces (their stats file, written last, is the commit) and makes the others again.
+
+Where state lives: shards/ and summary.json in output.dir; the ledger (SQLite) and the run lock in
+output.dir when it is local, else in `output.state_dir` (default ~/.cache/tvts/state/<url>): it is
+rebuilt from the pieces' stats files when missing.
 
 Ray: with `ray.address` unset and no RAY_ADDRESS in the environment the job starts a private local
 Ray (127.0.0.1, `ray.num_cpus` CPUs) and stops it at the end; under `ray job submit` (RAY_ADDRESS set)
 or with `ray.address` it joins that cluster. `--no-ray` runs the same stages in this process.
 
 Exit codes: 0 when the job ran (inputs may have failed: that is counted and reported), 1 when the job
-itself broke, 2 for a bad config, an unreadable manifest or an output folder in use by another run.
+itself broke, 2 for a bad config, an unreadable manifest, an unusable output location or an output
+folder in use by another run.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import pickle
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+from common import storage
 from common.cli import JobError
 from common.config import add_config_args, load_from_args
 from common.ray_env import prepare_ray
-from pipeline.config import PipelineConfig, asr_enabled, to_dict
-from pipeline.driver import Committer, InOrder, Inputs, chunks
+from pipeline import metrics
+from pipeline.config import OUTPUT_SECTIONS, PipelineConfig, asr_enabled, output_fingerprint, to_dict
+from pipeline.driver import Inputs, Plan, Recorder, plan_tasks, task_chunks
 from pipeline.ledger import Ledger
-from pipeline.samples.shards import ShardWriter, clean_incomplete, read_stats
+from pipeline.samples.shards import clean_incomplete, done_pieces, read_stats
 from pipeline.stages import (
     AsrStage,
     DecodeStage,
@@ -48,10 +55,11 @@ from pipeline.stages import (
     FetchStage,
     ProbeStage,
     SegmentStage,
+    ShardTask,
     TranscriptStage,
-    VideoWork,
 )
 from pipeline.summary import build_summary, format_table, write_summary
+from pipeline.write import WriteStage
 
 log = logging.getLogger("pipeline.run")
 
@@ -73,21 +81,42 @@ def _stage_names(cfg: PipelineConfig) -> list[str]:
     return names
 
 
-def _unpack(batch: dict) -> list[VideoWork]:
-    return [pickle.loads(blob) for blob in batch["work"]]
+def _unpack(batch: dict) -> list[ShardTask]:
+    return [pickle.loads(blob) for blob in batch["task"]]
 
 
-def _pack(items: list[VideoWork]) -> dict:
+def _pack(tasks: list[ShardTask]) -> dict:
     import numpy as np
 
-    work = np.empty(len(items), dtype=object)
-    work[:] = [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
-    return {"order": np.array([item.order for item in items], dtype=np.int64), "work": work}
+    blobs = np.empty(len(tasks), dtype=object)
+    blobs[:] = [pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL) for task in tasks]
+    return {"shard": np.array([t.input_shard for t in tasks], dtype=np.int64), "task": blobs}
+
+
+def _run_on_tasks(stage: Any, tasks: list[ShardTask]) -> list[ShardTask]:
+    for task in tasks:
+        task.items = stage(task.items)
+    return tasks
 
 
 def apply_stage(batch: dict, stage: str, cfg: PipelineConfig) -> dict:
-    """A task-based Ray Data stage: build the stage (cheap) and run it on the batch."""
-    return _pack(STAGES[stage](cfg)(_unpack(batch)))
+    """A task-based Ray Data stage: build the stage (cheap) and run it on each input shard of the batch."""
+    return _pack(_run_on_tasks(STAGES[stage](cfg), _unpack(batch)))
+
+
+def apply_write(batch: dict, cfg: PipelineConfig) -> dict:
+    """The write stage on a worker: pieces to output.dir; only their stats (JSON) go on to the driver."""
+    import numpy as np
+
+    writer = WriteStage(cfg)
+    out = []
+    for task in _unpack(batch):
+        stats = writer(task)
+        metrics.record_piece(task, stats)
+        out.append(json.dumps(stats, sort_keys=True))
+    stats_json = np.empty(len(out), dtype=object)
+    stats_json[:] = out
+    return {"stats": stats_json}
 
 
 class ActorStage:
@@ -97,14 +126,14 @@ class ActorStage:
         self.stage = STAGES[stage](cfg)
 
     def __call__(self, batch: dict) -> dict:
-        return _pack(self.stage(_unpack(batch)))
+        return _pack(_run_on_tasks(self.stage, _unpack(batch)))
 
 
 # Ray Data names an operator (its progress bar, its metrics, its log lines) after the function or class it
 # runs: one per stage, so a user reads "MapBatches(fetch)->MapBatches(probe)" instead of "apply_stage".
 def named_task_stage(stage: str, cfg: PipelineConfig):
     def run(batch: dict) -> dict:
-        return apply_stage(batch, stage, cfg)
+        return apply_write(batch, cfg) if stage == "write" else apply_stage(batch, stage, cfg)
 
     run.__name__ = run.__qualname__ = stage
     return run
@@ -114,32 +143,33 @@ def named_actor_stage(stage: str) -> type:
     return type(stage, (ActorStage,), {"__doc__": f"The {stage} stage, built once per actor."})
 
 
-def _stream_local(items: list[VideoWork], cfg: PipelineConfig, stages: dict) -> Iterator[VideoWork]:
-    for item in items:
-        batch = [item]
+def _stream_local(tasks: list[ShardTask], cfg: PipelineConfig, stages: dict) -> Iterator[dict]:
+    for task in tasks:
         for name in _stage_names(cfg):
             if name not in stages:
                 stages[name] = STAGES[name](cfg)
-            batch = stages[name](batch)
-        yield from batch
+            task.items = stages[name](task.items)
+        if "write" not in stages:
+            stages["write"] = WriteStage(cfg)
+        yield stages["write"](task)
 
 
-def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWork]:
+def _stream_ray(tasks: list[ShardTask], cfg: PipelineConfig, traffic: dict) -> Iterator[dict]:
     import ray
 
     r = cfg.ray
-    ds = ray.data.from_items([{"order": it.order, "work": pickle.dumps(it, protocol=pickle.HIGHEST_PROTOCOL)}
-                              for it in items], override_num_blocks=len(items))
-    # Ray Data's defaults already retry a task whose worker died and restart a dead actor (retrying its
-    # calls): a killed worker costs time, never a video. Stage code catches every per-video error, so
-    # a retried task is never a deterministic Python failure.
-    for name in _stage_names(cfg):
+    rows = [{"shard": t.input_shard, "task": pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)} for t in tasks]
+    traffic["driver_bytes_out"] += sum(len(row["task"]) for row in rows)
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    # Ray Data's defaults already retry a task whose worker (or node) died and restart a dead actor: a
+    # killed worker costs time, never a video, and the retried write makes the same bytes. Stage code
+    # catches every per-video error, so a retried task is never a deterministic Python failure.
+    for name in _stage_names(cfg) + ["write"]:
         if name in ("asr", "embed"):
             asr = name == "asr"
             ds = ds.map_batches(
                 named_actor_stage(name), fn_constructor_kwargs={"stage": name, "cfg": cfg}, batch_format="numpy",
-                batch_size=r.asr_batch_size if asr else cfg.embed.batch_size,
-                compute=ray.data.ActorPoolStrategy(size=r.asr_actors if asr else r.embed_actors),
+                batch_size=1, compute=ray.data.ActorPoolStrategy(size=r.asr_actors if asr else r.embed_actors),
                 num_cpus=r.asr_num_cpus if asr else r.embed_num_cpus,
                 num_gpus=(r.asr_num_gpus if asr else r.embed_num_gpus) or None)
         else:
@@ -149,7 +179,8 @@ def _stream_ray(items: list[VideoWork], cfg: PipelineConfig) -> Iterator[VideoWo
                 compute=ray.data.TaskPoolStrategy(size=r.decode_concurrency if heavy else r.prepare_concurrency),
                 num_cpus=r.decode_num_cpus if heavy else r.prepare_num_cpus)
     for row in ds.iter_rows():
-        yield pickle.loads(row["work"])
+        traffic["driver_bytes_in"] += len(row["stats"])
+        yield json.loads(row["stats"])
 
 
 @contextlib.contextmanager
@@ -205,16 +236,35 @@ def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None
 
 
 @contextlib.contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """One run per output folder at a time (the lock dies with the process, also on kill -9)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as handle:
+def _exclusive(state_dir: Path, output: str) -> Iterator[None]:
+    """One run per output at a time (the lock dies with the process, also on kill -9). For an object-store
+    output the lock is in the local state folder: it guards against a second run from this machine only."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise JobError(f"another run is writing to {out_dir} (lock {out_dir / '.lock'}); "
+            raise JobError(f"another run is writing to {storage.redact(output)} (lock {state_dir / '.lock'}); "
                            "wait for it or use another output.dir", code=2) from None
         yield
+
+
+def state_dir(cfg: PipelineConfig) -> Path:
+    """The local folder of the run's ledger and lock (see the module docstring)."""
+    if cfg.output.state_dir:
+        return Path(cfg.output.state_dir)
+    if storage.is_local(cfg.output.dir):
+        return storage.local_path(cfg.output.dir)
+    return storage.local_state_dir(cfg.output.dir)
+
+
+def check_locations(cfg: PipelineConfig) -> None:
+    """Before any work: the manifest and output.dir are usable locations (protocol, package, bucket)."""
+    try:
+        storage.check_location(cfg.input.manifest, "input.manifest")
+        storage.check_location(cfg.output.dir, "output.dir", writable=True)
+    except storage.StorageError as exc:
+        raise JobError(str(exc), code=2) from None
 
 
 def check_models(cfg: PipelineConfig) -> None:
@@ -233,109 +283,132 @@ def check_models(cfg: PipelineConfig) -> None:
             raise JobError(f"embed.enabled is true but features.embed cannot be imported: {exc}", code=2) from None
 
 
-# Config sections that change what lands in the shards (not how fast or from where).
-OUTPUT_SECTIONS = ("transcript", "asr", "segment", "decode", "embed", "shards", "seed")
-NOT_OUTPUT_KEYS = {"asr": ("device", "cpu_threads"), "embed": ("device", "batch_size"),
-                   "decode": ("timeout_s", "audio_timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s")}
-
-
-def output_fingerprint(cfg: PipelineConfig) -> str:
-    """A hash of the settings that shape the samples: a rerun into the same output.dir must match it."""
-    import hashlib
-    import json
-
-    full = to_dict(cfg)
-    picked = {}
-    for name in OUTPUT_SECTIONS:
-        value = full[name]
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in NOT_OUTPUT_KEYS.get(name, ())}
-        picked[name] = value
-    return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _check_same_settings(ledger: Ledger, cfg: PipelineConfig) -> None:
+def _check_same_settings(ledger: Ledger, cfg: PipelineConfig, pieces: dict[str, dict]) -> None:
     fingerprint = output_fingerprint(cfg)
     known = ledger.get_meta("output_fingerprint")
-    if known is None:
+    if known is None and pieces:  # a new ledger beside old pieces: they say what they were made with
+        known = next(iter(pieces.values())).get("fingerprint")
+    if known is None or known == fingerprint:
         ledger.set_meta("output_fingerprint", fingerprint)
-    elif known != fingerprint:
-        raise JobError(f"{cfg.output.dir} holds shards made with other settings (sections "
-                       f"{', '.join(OUTPUT_SECTIONS)}: fingerprint {known}, now {fingerprint}); resuming would mix "
-                       "them: use a new output.dir or the settings of the first run", code=2)
+        return
+    raise JobError(f"{storage.redact(cfg.output.dir)} holds shards made with other settings (sections "
+                   f"{', '.join(OUTPUT_SECTIONS)}: fingerprint {known}, now {fingerprint}); resuming would mix "
+                   "them: use a new output.dir or the settings of the first run", code=2)
 
 
 def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = True,
             progress: bool | None = None) -> dict:
     """Run (or resume) the job into cfg.output.dir; returns the summary (also written to summary.json)."""
     started = time.time()
-    out_dir = Path(cfg.output.dir)
-    shards_dir = out_dir / cfg.shards.subdir
-    with _exclusive(out_dir):
-        shutil.rmtree(out_dir / ".reorder", ignore_errors=True)  # a crashed run's early arrivals: redone
-        removed = clean_incomplete(shards_dir)
-        ledger = Ledger(out_dir / "ledger.sqlite")
+    check_locations(cfg)
+    shards_url = storage.join(cfg.output.dir, cfg.shards.subdir)
+    state = state_dir(cfg)
+    with _exclusive(state, cfg.output.dir):
+        removed = clean_incomplete(shards_url)
+        done = done_pieces(shards_url)
+        ledger = Ledger(state / "ledger.sqlite")
         try:
-            reconciled = ledger.reconcile(read_stats(shards_dir))
-            _check_same_settings(ledger, cfg)
+            reconciled = ledger.reconcile(done, lambda names: read_stats(shards_url, names))
+            first = read_stats(shards_url, done[:1]) if done and not ledger.get_meta("output_fingerprint") else {}
+            _check_same_settings(ledger, cfg, first)
             check_models(cfg)
+            generation = _retry_generation(ledger, retry_failed)
             inputs = Inputs(cfg)
-            finished = ledger.finished_ids(retry_failed=retry_failed)
-            todo = inputs.scan(finished)
-            writer = ShardWriter(shards_dir, next_index=ledger.next_shard_index())
-            committer = Committer(cfg, ledger, writer)
+            counted = Plan()
+            for _ in plan_tasks(inputs, ledger, done, retry_generation=generation, plan=counted):
+                pass  # first pass: how much there is to do (the progress bar's total)
+            errors: list[dict] = []
+
+            def drop_stale(index: int, names: list[str]) -> None:
+                for name in names:
+                    for suffix in ("_stats.json", ".tar", ".parquet"):   # the commit first
+                        storage.remove(storage.join(shards_url, name + suffix))
+                ledger.forget_shard(index)
+
+            tasks = plan_tasks(inputs, ledger, done, retry_generation=generation, errors=errors,
+                               drop_stale=drop_stale)
+            recorder = Recorder(ledger)
             show = cfg.ray.progress_bar if progress is None else progress
-            _process(cfg, inputs.work(finished, ledger), committer, todo, use_ray, show)
-            committer.commit()  # the last, partial shard
-            shutil.rmtree(out_dir / ".reorder", ignore_errors=True)
+            traffic = _process(cfg, tasks, errors, ledger, recorder, counted, use_ray, show)
+            ledger.record_failed_rows(errors)
+            ledger.set_meta("retry_generation", None)   # the retry generation (if any) is complete
             counts = ledger.counts()
         finally:
             ledger.close()
     wall = time.time() - started
-    this_run = dict(committer.counts, wall_s=round(wall, 3), retry_failed=retry_failed,
-                    removed_incomplete=removed, ledger_reconciled=reconciled, todo=todo)
+    this_run = dict(recorder.counts, wall_s=round(wall, 3), retry_failed=retry_failed,
+                    removed_incomplete=removed, ledger_reconciled=reconciled, todo=counted.rows,
+                    tasks=counted.tasks, regrouped_pieces=counted.stale_pieces, **traffic)
     summary = build_summary(counts, inputs=inputs.total, duplicates=inputs.duplicates,
                             manifest_errors=inputs.errors, this_run=this_run,
                             frames_per_sample=cfg.segment.frames * cfg.segment.frames_per_bin,
-                            extra={"output_dir": str(out_dir), "manifest": cfg.input.manifest,
-                                   "ray": {"used": use_ray}, "config": to_dict(cfg)})
-    write_summary(out_dir, summary)
+                            extra={"output_dir": storage.redact(cfg.output.dir),
+                                   "manifest": storage.redact(cfg.input.manifest),
+                                   "ray": {"used": use_ray}, "config": _redacted_config(cfg)})
+    write_summary(cfg.output.dir, summary)
     return summary
 
 
-def _process(cfg: PipelineConfig, work: Iterator[VideoWork], committer: Committer, todo: int,
-             use_ray: bool, show: bool) -> None:
+def _redacted_config(cfg: PipelineConfig) -> dict:
+    config = to_dict(cfg)
+    config["input"]["manifest"] = storage.redact(cfg.input.manifest)
+    config["output"]["dir"] = storage.redact(cfg.output.dir)
+    return config
+
+
+def _retry_generation(ledger: Ledger, retry_failed: bool) -> int | None:
+    """The retry generation this run does: the one a crashed retry run left, else a new one."""
+    if not retry_failed:
+        return None
+    known = ledger.get_meta("retry_generation")
+    if known is None:
+        known = str(1 + max(ledger.latest_attempts().values(), default=0))
+        ledger.set_meta("retry_generation", known)
+    return int(known)
+
+
+def _process(cfg: PipelineConfig, tasks: Iterator[ShardTask], errors: list[dict], ledger: Ledger,
+             recorder: Recorder, counted: Plan, use_ray: bool, show: bool) -> dict:
+    """Run the tasks chunk by chunk, committing each finished piece; returns the driver's traffic in bytes."""
     from tqdm import tqdm
 
+    traffic = {"driver_bytes_out": 0, "driver_bytes_in": 0}
     local_stages: dict = {}
     # Nothing left to do (a rerun of a finished job): no Ray to start; malformed rows are still recorded.
-    session = ray_session(cfg, show_stages=show and sys.stderr.isatty()) if use_ray and todo else contextlib.nullcontext()
+    session = (ray_session(cfg, show_stages=show and sys.stderr.isatty()) if use_ray and counted.tasks
+               else contextlib.nullcontext())
     with session:  # Ray starts first: the bar's rate counts only the work
-        bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=counted.rows, unit="video", disable=not show, dynamic_ncols=True, file=sys.stderr)
         started = time.time()
         try:
-            for chunk in chunks(work, cfg.ray.chunk_rows):
-                in_order = InOrder([it.order for it in chunk], Path(cfg.output.dir) / ".reorder",
-                                   cfg.ray.reorder_memory_bytes)
-                stream = _stream_ray(chunk, cfg) if use_ray else _stream_local(chunk, cfg, local_stages)
-                for arrived in stream:
-                    for item in in_order.push(arrived):
-                        committer.add(item)
-                        bar.update(1)
-                        elapsed = max(time.time() - started, 1e-9)
-                        bar.set_postfix(samples=committer.counts["samples"], failed=committer.counts["failed"],
-                                        vps=f"{committer.counts['processed'] / elapsed:.2f}")
-                in_order.check_complete()
+            for chunk in task_chunks(tasks, cfg.ray.chunk_rows):
+                if len(errors) >= 1000:   # malformed rows, batched
+                    ledger.record_failed_rows(errors)
+                    errors.clear()
+                stream = _stream_ray(chunk, cfg, traffic) if use_ray else _stream_local(chunk, cfg, local_stages)
+                expected = {(t.input_shard, t.attempt) for t in chunk}
+                for stats in stream:
+                    expected.discard((stats["input_shard"], stats["attempt"]))
+                    bar.update(recorder.add(stats))
+                    c = recorder.counts
+                    bar.set_postfix(samples=c["samples"], failed=c["failed"],
+                                    vps=f"{c['processed'] / max(time.time() - started, 1e-9):.2f}")
+                if expected:
+                    missing = min(expected)
+                    raise JobError(f"the stages returned no result for input shard {missing[0]} (attempt "
+                                   f"{missing[1]}); rerun to resume")
         finally:
             bar.close()
+    return traffic
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline run",
         description="Run (or resume) the data job: manifest -> fetch -> probe -> transcript -> segment -> "
-                    "decode -> WebDataset shards in output.dir, with a ledger and summary.json. Rerunning the "
-                    "same command after a crash does only what is missing.")
+                    "decode -> WebDataset shards written by the workers to output.dir (a folder or an fsspec "
+                    "URL such as s3://bucket/run), with a ledger and summary.json. Rerunning the same command "
+                    "after a crash does only what is missing.")
     add_config_args(parser)
     parser.add_argument("--retry-failed", action="store_true",
                         help="also redo the videos the ledger records as failed")
@@ -359,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     print(format_table(summary))
-    print(f"summary: {Path(cfg.output.dir) / 'summary.json'}")
+    print(f"summary: {storage.redact(storage.join(cfg.output.dir, 'summary.json'))}")
     return 0
 
 

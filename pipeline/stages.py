@@ -81,6 +81,18 @@ class VideoWork:
         return VideoInfo(**self.info)
 
 
+@dataclasses.dataclass
+class ShardTask:
+    """One input shard (or the retried rows of one) on its way through the stages, as one unit of work:
+    every stage runs on its `items`, the write stage (pipeline/write.py) turns them into the piece
+    `piece_name(input_shard, attempt)` in the output."""
+
+    input_shard: int
+    attempt: int
+    rows_digest: str                 # sha256 of the video ids of `items`, in order
+    items: list[VideoWork]
+
+
 def _cleanup(item: VideoWork, cfg: PipelineConfig) -> None:
     if item.fetched:
         from pipeline.sources.fetch import cleanup
@@ -111,7 +123,15 @@ def run_stage(name: str, items: list[VideoWork], fn: Callable[[VideoWork], None]
 
 
 def scratch_dir(cfg: PipelineConfig) -> Path:
-    return Path(cfg.output.scratch_dir or Path(cfg.output.dir) / "scratch")
+    """Downloads, on the node that runs the stage: output.scratch_dir, else <output.dir>/scratch for a
+    local output, else a folder of this node's temp dir named after the output URL (stable: reruns resume)."""
+    from common import storage
+
+    if cfg.output.scratch_dir:
+        return Path(cfg.output.scratch_dir)
+    if storage.is_local(cfg.output.dir):
+        return storage.local_path(cfg.output.dir) / "scratch"
+    return storage.local_state_dir(cfg.output.dir, root=Path(tempfile.gettempdir()) / "tvts-scratch")
 
 
 class FetchStage:
@@ -303,7 +323,7 @@ class EmbedStage:
 
         e = cfg.embed
         self.embedder = FrameEmbedder(model=e.model, pretrained=e.pretrained, random_init=e.random_init,
-                                      device=e.device, seed=cfg.seed)
+                                      device=e.device, seed=cfg.seed, batch_size=e.batch_size)
 
     def one(self, item: VideoWork) -> None:
         import numpy as np

@@ -8,10 +8,9 @@ more than the wall time when stages run in parallel), and `wall` for this run.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from common.atomic import write_json
+from common import storage
 
 
 def build_summary(counts: dict[str, Any], *, inputs: int, duplicates: int, manifest_errors: int,
@@ -41,11 +40,11 @@ def build_summary(counts: dict[str, Any], *, inputs: int, duplicates: int, manif
     return summary
 
 
-def write_summary(out_dir: str | Path, summary: dict) -> Path:
-    path = Path(out_dir) / "summary.json"
-    write_json(path, summary)
-    path.chmod(0o644)
-    return path
+def write_summary(out_dir: str, summary: dict) -> str:
+    """summary.json into the output folder or URL (atomically; written after everything else)."""
+    location = storage.join(out_dir, "summary.json")
+    storage.write_json(location, summary)
+    return location
 
 
 def format_table(summary: dict) -> str:
@@ -58,6 +57,7 @@ def format_table(summary: dict) -> str:
         ("samples", summary["samples"]),
         ("shards", summary["shards"]),
         ("bytes", f"{summary['bytes']:,}"),
+        ("this run: driver bytes in", f"{run.get('driver_bytes_in', 0):,}"),
         ("this run: videos", run.get("processed", 0)),
         ("this run: wall s", f"{summary['seconds'].get('wall', 0):.1f}"),
         ("videos/s", summary["videos_per_s"]),

