@@ -5,7 +5,12 @@
    json) decoded by bare ffmpeg commands, one per sample (`-ss` span seek, `select` of those frames,
    scale, mjpeg to a pipe), run with the job's decode parallelism, in the same run. Prints the ratio
    (DESIGN.md target: >= 0.8x).
-2. Memory: peak RSS of one decode (the ffmpeg child and the Python worker) for a 1-minute and a 20-minute
+2. Driver: a manifest of `--driver-rows` rows (default 20,000) whose files do not exist (every row fails at
+   fetch, so the workers do almost nothing and the driver's own cost shows): rows/s through the whole
+   job and the driver process's CPU seconds per row; baseline: reading and de-duplicating the same
+   manifest alone (the least any driver must do), in the same run. Also the bytes that crossed the
+   driver in part 1 (task rows out, piece stats in) against the shard bytes the workers wrote.
+3. Memory: peak RSS of one decode (the ffmpeg child and the Python worker) for a 1-minute and a 20-minute
    1280x720 input (generated with lavfi, cached under .cache/bench): a TVTS span in the middle, and 16
    frames over the whole video (`seek` mode). Streaming decode: the 20-minute input must not cost more.
 """
@@ -70,6 +75,50 @@ def run_job_timed(manifest: Path, num_cpus: int, extra: list[str]) -> tuple[list
     finally:
         ray.shutdown()
     return summaries, cfg
+
+
+def driver_cost(rows: int, num_cpus: int) -> dict:
+    """The job on `rows` missing files (Ray started outside the timing) vs reading the manifest alone."""
+    import resource
+
+    import ray
+
+    from pipeline.run import run_job
+    from pipeline.sources.manifest import DedupeStats, dedupe_rows, read_manifest
+
+    folder = BENCH / f"driver-{rows}"
+    manifest = folder / "manifest.jsonl"
+    if not manifest.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest.write_text("".join(json.dumps({"video_id": f"missing-{i:07d}", "url": str(folder / f"v{i}.mp4"),
+                                                "captions": str(folder / f"v{i}.vtt")}) + "\n"
+                                    for i in range(rows)))
+    started = time.perf_counter()
+    read = sum(1 for _ in dedupe_rows(read_manifest(str(manifest)), DedupeStats()))
+    read_s = time.perf_counter() - started
+    out = BENCH / "driver-run"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = load_config(PipelineConfig, ROOT / "configs" / "demo.yaml",
+                      [f"input.manifest={manifest}", f"output.dir={out}", "ray.progress_bar=false",
+                       f"ray.num_cpus={num_cpus}", "asr.enabled=false", "shards.input_rows=64"], job="pipeline")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             object_store_memory=400 * 1024**2)
+    try:
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        summary = run_job(cfg, use_ray=True)
+        wall = time.perf_counter() - started
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        ray.shutdown()
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {"rows": rows, "read": read, "failed": summary["failed"], "wall_s": round(wall, 2),
+            "rows_per_s": round(rows / wall, 1), "driver_cpu_s": round(cpu, 2),
+            "driver_cpu_ms_per_row": round(1000 * cpu / rows, 3), "driver_rows_per_cpu_s": round(rows / cpu, 1),
+            "read_only_s": round(read_s, 2), "read_only_rows_per_s": round(rows / read_s, 1),
+            "peak_rss_mb": round(cpu1.ru_maxrss / 1024, 1), "tasks": summary["this_run"]["tasks"],
+            "driver_bytes_in": summary["this_run"]["driver_bytes_in"],
+            "driver_bytes_out": summary["this_run"]["driver_bytes_out"]}
 
 
 def bare_ffmpeg_args(source: str, times: list[float], width: int, height: int, quality: int) -> list[str]:
@@ -155,6 +204,8 @@ def main() -> int:
     parser.add_argument("--no-asr", action="store_true", help="skip videos without captions instead of ASR")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-driver", action="store_true")
+    parser.add_argument("--driver-rows", type=int, default=20000)
     args = parser.parse_args()
     report: dict = {}
     if not args.skip_throughput:
@@ -169,7 +220,10 @@ def main() -> int:
                           "frames": frames, "wall_s": wall,
                           "videos_per_s": round(summary["this_run"]["processed"] / wall, 3),
                           "frames_per_s": round(frames / wall, 2), "stage_seconds": summary["seconds"],
-                          "written": summary["written"], "skipped": summary["skipped"], "failed": summary["failed"]}
+                          "written": summary["written"], "skipped": summary["skipped"], "failed": summary["failed"],
+                          "driver_bytes_in": summary["this_run"]["driver_bytes_in"],
+                          "driver_bytes_out": summary["this_run"]["driver_bytes_out"],
+                          "shard_bytes_written": summary["this_run"]["bytes_written"]}
         base = baseline(Path(cfg.output.dir), cfg.ray.decode_concurrency)
         report["throughput"] = {"job": runs, "bare_ffmpeg": base,
                                 "ratio_warm": round(runs["warm"]["frames_per_s"] / base["frames_per_s"], 3),
@@ -182,6 +236,19 @@ def main() -> int:
               f"({cfg.ray.decode_concurrency} processes at a time)")
         print(f"ratio (job / bare ffmpeg, frames/s): warm {report['throughput']['ratio_warm']}x, "
               f"cold {report['throughput']['ratio_cold']}x  (target >= 0.8x)")
+        warm = runs["warm"]
+        print(f"bytes across the driver (warm run): {warm['driver_bytes_out']:,} out (task rows), "
+              f"{warm['driver_bytes_in']:,} in (piece stats); the workers wrote {warm['shard_bytes_written']:,} "
+              f"bytes of shards ({warm['driver_bytes_in'] / max(warm['shard_bytes_written'], 1):.4%} of that came "
+              "back, and none of it is sample data)")
+    if not args.skip_driver:
+        d = report["driver"] = driver_cost(args.driver_rows, args.num_cpus)
+        print(f"driver: {d['rows']} missing-file rows ({d['tasks']} input shards) in {d['wall_s']} s: "
+              f"{d['rows_per_s']} rows/s through the job; driver CPU {d['driver_cpu_s']} s = "
+              f"{d['driver_cpu_ms_per_row']} ms/row ({d['driver_rows_per_cpu_s']} rows per driver CPU-second, "
+              f"target >= 1,000), peak RSS {d['peak_rss_mb']} MB")
+        print(f"baseline: reading + de-duplicating the manifest alone: {d['read_only_rows_per_s']} rows/s; ratio "
+              f"(job rows/s / read-only rows/s): {d['rows_per_s'] / d['read_only_rows_per_s']:.3f}x")
     if not args.skip_memory:
         report["memory"] = memory()
         for name, row in report["memory"].items():

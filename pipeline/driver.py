@@ -59,8 +59,8 @@ class Inputs:
                            code=2) from None
         self.duplicates = stats.duplicates
 
-    def shards(self, errors: list[dict] | None = None) -> Iterator[tuple[int, list[VideoWork]]]:
-        """(input shard index, its rows as VideoWork); malformed rows go to `errors` (dicts for the ledger)."""
+    def shards(self, errors: list[dict] | None = None) -> Iterator[tuple[int, list[tuple[int, Any]]]]:
+        """(input shard index, its rows as (order, ManifestRow)); malformed rows go to `errors` (for the ledger)."""
         size = self.cfg.shards.input_rows
         self.total = self.errors = 0
         index, group = 0, []
@@ -73,8 +73,7 @@ class Inputs:
                     errors.append({"video_id": item.input_id, "line": item.line, "stage": record["stage"],
                                    "error_class": record["error_class"], "message": record["message"]})
                 continue
-            order, row = item
-            group.append(VideoWork(order=order, row=row.to_dict()))
+            group.append(item)
             if len(group) == size:
                 yield index, group
                 index, group = index + 1, []
@@ -98,7 +97,8 @@ def plan_tasks(inputs: Inputs, ledger: Ledger, done_pieces: list[str], *, retry_
     """The ShardTasks of this run, in input-shard order (see the module docstring for the rules).
 
     `drop_stale(index, piece names)` is called before the task of a regrouped shard is yielded: its old
-    pieces must be gone before the new ones are written. Without `errors`/`drop_stale` it only counts."""
+    pieces must be gone before the new ones are written. Without `drop_stale` it only counts (the tasks of
+    whole shards then come without their items)."""
     base = ledger.base_digests()
     latest = ledger.latest_attempts()
     failed = ledger.failed_rows() if retry_generation is not None else {}
@@ -107,8 +107,8 @@ def plan_tasks(inputs: Inputs, ledger: Ledger, done_pieces: list[str], *, retry_
     for name in done_pieces:
         by_shard.setdefault(parse_piece(name)[0], []).append(name)
     plan = plan if plan is not None else Plan()
-    for index, items in inputs.shards(errors):
-        ids = [item.video_id for item in items]
+    for index, rows in inputs.shards(errors):
+        ids = [row.video_id for _, row in rows]
         digest = rows_digest(ids)
         if base.get(index) != digest:
             stale = by_shard.get(index, [])   # other rows now (or its base piece lost): redo it all
@@ -116,8 +116,11 @@ def plan_tasks(inputs: Inputs, ledger: Ledger, done_pieces: list[str], *, retry_
             if stale and drop_stale is not None:
                 drop_stale(index, stale)
             plan.tasks += 1
-            plan.rows += len(items)
-            yield ShardTask(index, 0, digest, items)
+            plan.rows += len(rows)
+            if drop_stale is not None:   # a real pass (not just counting): the work items
+                yield ShardTask(index, 0, digest, [VideoWork(order=o, row=r.to_dict()) for o, r in rows])
+            else:
+                yield ShardTask(index, 0, digest, [])
             continue
         plan.done_shards += 1
         redo: set[str] = set()
@@ -126,7 +129,7 @@ def plan_tasks(inputs: Inputs, ledger: Ledger, done_pieces: list[str], *, retry_
         if retry_generation is not None and latest.get(index, 0) < retry_generation:
             redo |= failed.get(index, set())
         if redo:
-            again = [item for item in items if item.video_id in redo]
+            again = [VideoWork(order=o, row=r.to_dict()) for o, r in rows if r.video_id in redo]
             # a new piece after the shard's latest one: the retry generation's number when retrying
             attempt = max(retry_generation or 0, latest.get(index, 0) + 1)
             plan.tasks += 1

@@ -36,6 +36,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -207,7 +208,7 @@ def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
              ctx.enable_progress_bar_name_truncation, ctx.print_on_execution_start,
              ctx.execution_options.resource_limits)
-    # Results stream back as they finish (no head-of-line blocking in Ray); InOrder restores the order.
+    # Pieces are committed in whatever order they finish (each is whole on its own): no head-of-line blocking.
     ctx.execution_options.preserve_order = False
     # Where someone watches, Ray Data shows one bar per stage beside ours (videos committed, samples,
     # throughput); elsewhere neither, and no warning that they are off.
@@ -220,15 +221,18 @@ def ray_session(cfg: PipelineConfig, show_stages: bool = False) -> Iterator[None
         limits = ctx.execution_options.resource_limits
         ctx.execution_options.resource_limits = limits.copy(object_store_memory=cfg.ray.max_inflight_bytes)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        # leave the process's Ray Data context as it was (other jobs may run in this process)
-        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
-         ctx.enable_progress_bar_name_truncation, ctx.print_on_execution_start,
-         ctx.execution_options.resource_limits) = saved
-        if started:
-            ray.shutdown()
+    with warnings.catch_warnings():
+        # A chunk with fewer input shards than a stage's task pool is fine (the last chunk, a retry run).
+        warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
+        try:
+            yield
+        finally:
+            # leave the process's Ray Data context as it was (other jobs may run in this process)
+            (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
+             ctx.enable_progress_bar_name_truncation, ctx.print_on_execution_start,
+             ctx.execution_options.resource_limits) = saved
+            if started:
+                ray.shutdown()
 
 
 # --------------------------------------------------------------------------------------------------
