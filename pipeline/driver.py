@@ -158,6 +158,7 @@ class Recorder:
         self.ledger = ledger
         self.counts = {"processed": 0, "written": 0, "skipped": 0, "failed": 0, "samples": 0, "shards": 0,
                        "dropped_samples": 0, "bytes_written": 0}
+        self.pieces_by_node: dict[str, int] = {}   # Ray node id -> pieces it wrote (this run)
 
     def add(self, stats: dict[str, Any]) -> int:
         """Record one finished piece; returns how many rows it settled."""
@@ -170,4 +171,6 @@ class Recorder:
         self.counts["samples"] += int(stats["samples"])
         self.counts["shards"] += int(stats["samples"]) > 0
         self.counts["bytes_written"] += int(stats.get("tar_bytes", 0))
+        if stats.get("node"):
+            self.pieces_by_node[stats["node"]] = self.pieces_by_node.get(stats["node"], 0) + 1
         return len(outcomes)

@@ -108,13 +108,15 @@ def apply_stage(batch: dict, stage: str, cfg: PipelineConfig) -> dict:
 def apply_write(batch: dict, cfg: PipelineConfig) -> dict:
     """The write stage on a worker: pieces to output.dir; only their stats (JSON) go on to the driver."""
     import numpy as np
+    import ray
 
     writer = WriteStage(cfg)
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     out = []
     for task in _unpack(batch):
         stats = writer(task)
         metrics.record_piece(task, stats)
-        out.append(json.dumps(stats, sort_keys=True))
+        out.append(json.dumps(dict(stats, node=node), sort_keys=True))  # which node wrote it: the summary's
     stats_json = np.empty(len(out), dtype=object)
     stats_json[:] = out
     return {"stats": stats_json}
@@ -342,7 +344,8 @@ def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = 
     wall = time.time() - started
     this_run = dict(recorder.counts, wall_s=round(wall, 3), retry_failed=retry_failed,
                     removed_incomplete=removed, ledger_reconciled=reconciled, todo=counted.rows,
-                    tasks=counted.tasks, regrouped_pieces=counted.stale_pieces, **traffic)
+                    tasks=counted.tasks, regrouped_pieces=counted.stale_pieces, pieces_by_node=recorder.pieces_by_node,
+                    **traffic)
     summary = build_summary(counts, inputs=inputs.total, duplicates=inputs.duplicates,
                             manifest_errors=inputs.errors, this_run=this_run,
                             frames_per_sample=cfg.segment.frames * cfg.segment.frames_per_bin,

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 
 from common import storage
@@ -105,3 +111,44 @@ def test_missing_filesystem_package_is_named(tmp_path, capsys):
         pass
     with pytest.raises(storage.StorageError, match=r"needs gcsfs \(pip install gcsfs\)"):
         storage.check_location("gs://bucket/run", "output.dir", writable=True)
+
+
+def test_kill_9_of_the_driver_then_rerun_on_s3(s3_server, local_corpus, tmp_path):
+    """kill -9 of the driver (and of the local Ray it started) mid-job; the rerun's shards on S3 equal an
+    uninterrupted run's, byte for byte, and no piece is there twice."""
+    root = Path(__file__).resolve().parents[2]
+    manifest = _upload_corpus(s3_server, local_corpus)
+    reference = tmp_path / "reference"
+    assert main(_args(manifest, str(reference), "shards.input_rows=1") + ["--no-ray"]) == 0
+    want = {p.name: p.read_bytes() for p in sorted((reference / "shards").glob("*.tar"))}
+    out = s3_server.new_bucket("kill") + "/run"
+    args = _args(manifest, out, "shards.input_rows=1", f"output.state_dir={tmp_path / 'state'}")
+    job = subprocess.Popen([sys.executable, "-m", "pipeline", "run", *args], cwd=root, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    fs = s3_server.fs()
+    seen: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and job.poll() is None:
+            for child in psutil.Process(job.pid).children(recursive=True):
+                seen.setdefault(child.pid, child)
+            fs.invalidate_cache()
+            if len([p for p in fs.find(out[5:]) if p.endswith("_stats.json")]) >= 1:
+                break
+            time.sleep(0.1)
+        assert job.poll() is None, "the job ended before the kill point"
+        os.killpg(job.pid, signal.SIGKILL)   # the driver and everything in its session (its local Ray)
+        job.wait(timeout=30)
+    finally:
+        for proc in seen.values():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(list(seen.values()), timeout=10)
+    done_before = len(_pieces(fs, f"{out}/shards"))
+    assert 1 <= done_before <= 4
+    assert main(args) == 0
+    summary = json.loads(fs.cat_file(f"{out[5:]}/summary.json"))
+    assert summary["this_run"]["processed"] < 4 and summary["written"] == 4
+    assert _pieces(fs, f"{out}/shards") == want
