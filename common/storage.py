@@ -96,10 +96,10 @@ def check_location(url: str | os.PathLike, what: str, *, writable: bool = False)
     bucket = path.split("/", 1)[0]
     try:
         fs.invalidate_cache()
-        if bucket and not fs.exists(bucket):
-            raise StorageError(f"{what} {redact(text)}: bucket '{bucket}' does not exist (create it first)")
-    except StorageError:
-        raise
+        if bucket:
+            fs.info(bucket)   # not exists(): that answers False for an unreachable endpoint too
+    except FileNotFoundError:
+        raise StorageError(f"{what} {redact(text)}: bucket '{bucket}' does not exist (create it first)") from None
     except Exception as exc:  # credentials, endpoint, permission: the filesystem's own message
         raise StorageError(f"{what} {redact(text)}: cannot reach it ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

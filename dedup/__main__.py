@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from common.cli import dispatch
@@ -20,22 +19,31 @@ commands:
 
 
 def rewrite_main(argv: list[str]) -> int:
+    from common import storage
     from dedup.blocklist import read_blocklist, rewrite_shards
     from dedup.corpus import expand_shards
 
     parser = argparse.ArgumentParser(prog="python -m dedup rewrite-shards",
                                      description="Write shards without the samples a blocklist names.")
-    parser.add_argument("--shards", required=True, help="glob, brace pattern or comma list of shard tars")
-    parser.add_argument("--blocklist", action="append", required=True, help="blocklist file (repeatable)")
-    parser.add_argument("--out", required=True, help="output folder for the rewritten shards")
+    parser.add_argument("--shards", required=True, help="glob, brace pattern, folder or comma list of shard tars "
+                                                        "(local or fsspec URLs)")
+    parser.add_argument("--blocklist", action="append", required=True, help="blocklist file or URL (repeatable)")
+    parser.add_argument("--out", required=True, help="output folder or URL for the rewritten shards")
     args = parser.parse_args(argv)
-    shards = expand_shards(args.shards)
+    try:
+        if not storage.is_local(args.out):
+            storage.check_location(args.out, "--out", writable=True)
+        shards = expand_shards(args.shards)
+        missing = [p for p in args.blocklist if not storage.exists(p)]
+    except storage.StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not shards:
-        print(f"error: --shards {args.shards!r} matches no files", file=sys.stderr)
+        print(f"error: --shards {storage.redact(args.shards)!r} matches no files", file=sys.stderr)
         return 1
-    missing = [p for p in args.blocklist if not os.path.isfile(p)]
     if missing:
-        print(f"error: blocklist {missing[0]} does not exist (run python -m dedup leakage first)", file=sys.stderr)
+        print(f"error: blocklist {storage.redact(missing[0])} does not exist (run python -m dedup leakage first)",
+              file=sys.stderr)
         return 1
     result = rewrite_shards(shards, read_blocklist(args.blocklist), args.out)
     print(f"kept {result['kept']} samples, dropped {result['blocked']} -> {result['out_dir']}")

@@ -1,9 +1,10 @@
 """Blocklists (ARCHITECTURE.md, "Blocklist"): one sample key or video id per line, `#` starts a comment.
 
-`write_blocklist` writes one entry per line with the reason as a trailing comment; `read_blocklist`
-parses the same way the training loader does; `rewrite_shards` copies shards without the blocked
-samples (members byte for byte; sidecar parquet and stats file through `pipeline.samples.shards.ShardWriter`,
-stats last, so a rewritten shard is done only when complete).
+`write_blocklist` writes one entry per line with the reason as a trailing comment (to a local path or an
+fsspec URL, atomically: common.storage); `read_blocklist` parses the same way the training loader does;
+`rewrite_shards` copies shards (local or URLs) without the blocked samples into a folder or URL (members
+byte for byte; sidecar parquet and stats file through `pipeline.samples.shards.ShardWriter`, stats last,
+so a rewritten shard is done only when complete).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from common.atomic import write_text
+from common import storage
 
 SAFE_ENTRY = re.compile(r"^[^\s#]+$")
 
@@ -26,14 +27,15 @@ def write_blocklist(path: str | Path, entries: dict[str, str], header: Iterable[
             raise ValueError(f"blocklist entry {entry!r} has whitespace or '#': block its sample keys instead")
         reason = entries[entry].replace("\n", " ")
         lines.append(f"{entry}  # {reason}" if reason else entry)
-    write_text(path, "\n".join(lines) + "\n")
+    storage.write_bytes(path, ("\n".join(lines) + "\n").encode())  # local temp+rename, or one PUT
     return len(entries)
 
 
 def read_blocklist(paths: Iterable[str | Path]) -> set[str]:
+    """Entries of blocklist files, local paths or fsspec URLs."""
     blocked: set[str] = set()
     for path in paths:
-        for line in Path(path).read_text().splitlines():
+        for line in storage.read_bytes(path).decode("utf-8", errors="replace").splitlines():
             entry = line.split("#", 1)[0].strip()
             if entry:
                 blocked.add(entry)
@@ -41,16 +43,15 @@ def read_blocklist(paths: Iterable[str | Path]) -> set[str]:
 
 
 def rewrite_shards(shards: list[str], blocked: set[str], out_dir: str | Path) -> dict:
-    """Write `out_dir/shard-NNNNNN.tar` (+ parquet, stats) holding every sample not blocked by key or video id."""
-    from common.deps import require
+    """Write `out_dir/shard-NNNNNN.tar` (+ parquet, stats) holding every sample not blocked by key or video id;
+    `out_dir` a local folder or an fsspec URL."""
+    from common.shard_io import tar_samples
     from pipeline.samples.shards import ShardSample, ShardWriter
 
-    wds = require("webdataset")
-    out_dir = Path(out_dir)
-    writer = ShardWriter(out_dir)
+    writer = ShardWriter(str(out_dir))  # a local folder or a URL (each piece atomic, stats last)
     counts = Counter()
-    for shard in shards:
-        for record in wds.tarfile_to_samples()(iter([{"url": shard}])):
+    for shard in shards:  # local paths or fsspec URLs
+        for record in tar_samples([shard]):
             members = {k: v for k, v in record.items() if not k.startswith("__")}
             info = {}
             if "json" in members:

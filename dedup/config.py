@@ -13,6 +13,24 @@ from common.config import ConfigError
 DOWNSTREAM_FORMATS = ("ssv2", "kinetics", "ucf101", "hmdb51", "msrvtt", "msvd", "didemo", "lsmdc", "folder")
 
 
+def check_protocols(key: str, locations: list[str]) -> None:
+    """ConfigError (one line naming `key`) for a location whose protocol fsspec cannot serve here (an
+    unknown protocol, a missing s3fs/gcsfs). Buckets are checked when the job starts (dedup/leakage.py)."""
+    from common.storage import StorageError, filesystem, is_local
+
+    for location in (loc.strip() for loc in locations):
+        if location and not is_local(location):
+            try:
+                filesystem(location, f"config key '{key}':")
+            except StorageError as exc:
+                raise ConfigError(str(exc)) from None
+
+
+def check_output(out_dir: str, rewrite_shards: bool) -> None:
+    # rewrite_shards goes through pipeline.samples.shards.ShardWriter, which writes to a folder or a URL alike.
+    check_protocols("output.dir", [out_dir])
+
+
 @dataclass
 class ModelConfig:
     """Image tower used for frame features (corpus and downstream use the same one).
@@ -86,6 +104,8 @@ class CorpusConfig:
         if self.frames_per_sample < 0:
             raise ConfigError(f"config key 'corpus.frames_per_sample' must be >= 0 (0: every stored frame), "
                               f"got {self.frames_per_sample}")
+        check_protocols("corpus.shards", self.shards.split(","))
+        check_protocols("corpus.manifest", [self.manifest])
 
 
 @dataclass
@@ -110,6 +130,11 @@ class DownstreamSpec:
                               "reader needs its annotation files")
         if self.format == "folder" and not self.video_root:
             raise ConfigError(f"config key 'downstream[{self.name}].video_root' is empty: the folder reader needs it")
+        # Downstream sets are small and decoded with ffmpeg from files: they stay on a local (or mounted) disk.
+        for key, value in [("video_root", self.video_root), *(("annotations", a) for a in self.annotations)]:
+            if value and "://" in value and not value.startswith("file://"):
+                raise ConfigError(f"config key 'downstream[{self.name}].{key}' must be a local path (downstream "
+                                  f"videos and annotations are read from disk; copy them there), got {value}")
 
 
 @dataclass
@@ -178,6 +203,7 @@ class LeakageConfig:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ConfigError(f"config key 'downstream': dataset name {sorted(dup)[0]!r} is used twice")
+        check_output(self.output.dir, self.output.rewrite_shards)
 
 
 @dataclass
@@ -201,3 +227,4 @@ class NearDupsConfig:
     def validate(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise ConfigError("config key 'threshold' must be a cosine similarity in [-1, 1]")
+        check_output(self.output.dir, self.output.rewrite_shards)

@@ -14,10 +14,8 @@ original index of every row goes along (`frame_indices`) so reports point at the
 """
 from __future__ import annotations
 
-import glob
 import io
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -46,14 +44,18 @@ class CorpusSample:
 
 
 def expand_shards(pattern: str) -> list[str]:
-    """Shard paths from a glob, a brace pattern (`shard-{000000..000009}.tar`) or a comma list."""
+    """Shards from a glob, a brace pattern (`shard-{000000..000009}.tar`), a folder or a comma list of
+    them, local paths or fsspec URLs (`s3://bucket/run/shards/shard-*.tar`, listed through fsspec and
+    returned as URLs). Tars whose stats file is missing while others have one are still being written and
+    are left out (common/shard_io.py). StorageError (one line, `corpus.shards`) for an unusable location.
+    """
+    from common.shard_io import find_shards
+
     wds = require("webdataset")
-    out: list[str] = []
+    items: list[str] = []
     for part in [p.strip() for p in pattern.split(",") if p.strip()]:
-        for expanded in wds.shardlists.expand_urls(part) if "{" in part else [part]:
-            matches = sorted(glob.glob(expanded)) if any(c in expanded for c in "*?[") else [expanded]
-            out.extend(m for m in matches if os.path.isfile(m))
-    return list(dict.fromkeys(out))
+        items.extend(wds.shardlists.expand_urls(part) if "{" in part else [part])
+    return find_shards(items, "corpus.shards")[0]
 
 
 def _sample_from_record(record: dict, shard: str) -> CorpusSample:
@@ -83,15 +85,19 @@ def _sample_from_record(record: dict, shard: str) -> CorpusSample:
 
 def iter_shard(shard: str, counts: Counter | None = None) -> Iterator[CorpusSample]:
     """Samples of one shard; an unreadable tar ends that shard with a counted `bad_shard`."""
-    wds = require("webdataset")
+    from common.shard_io import tar_samples  # local files and fsspec URLs alike
+    from common.storage import redact
+
+    require("webdataset")
     counts = counts if counts is not None else Counter()
     try:
-        records = wds.tarfile_to_samples()(iter([{"url": shard}]))
-        for record in records:
+        for record in tar_samples([shard]):
             yield _sample_from_record(record, shard)
     except Exception as exc:  # noqa: BLE001 - a broken tar must not end the job
         counts["bad_shard"] += 1
-        print(f"warning: shard {shard} is unreadable ({type(exc).__name__}: {exc}); its remaining samples are skipped")
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"warning: shard {redact(shard)} is unreadable ({type(exc).__name__}: {reason}); "
+              "its remaining samples are skipped")
 
 
 def iter_samples(shards: Iterable[str], counts: Counter | None = None, max_samples: int = 0) -> Iterator[CorpusSample]:

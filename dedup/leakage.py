@@ -13,8 +13,10 @@
    `num_gpus` each, read by the driver in batches. Nothing holds all corpus features.
 4. Source ids: the same YouTube id in the corpus (manifest `meta.youtube_id`, or the sample's meta) and
    in a downstream annotation (Kinetics, MSVD, MSR-VTT urls, folder names) is a `source_id` match.
-5. Outputs in output.dir: report.html, report.json (ranked flagged pairs), summary.json, blocklist.txt,
-   and with output.rewrite_shards the corpus shards without the blocked samples (clean_shards/).
+5. Outputs in output.dir (a folder or an fsspec URL; each file atomic, common.storage): report.html,
+   report.json (ranked flagged pairs), summary.json, blocklist.txt, done.json, and with
+   output.rewrite_shards the corpus shards without the blocked samples (clean_shards/).
+   Corpus shards may be URLs too (common/shard_io.py); the downstream cache of a URL output.dir is local.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from common.atomic import write_json
+from common import storage
 from common.cli import JobError, progress
 from common.config import add_config_args, load_from_args
 from common.donemark import inputs_fingerprint, is_done, mark_done
@@ -38,6 +40,7 @@ from dedup.config import LeakageConfig
 from dedup.corpus import expand_shards, iter_samples, sample_features
 from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
 from dedup.downstream_features import DownstreamSet, load_downstream
+from dedup.locations import check_locations, output_location, state_dir, write_json
 
 
 # ---- corpus side --------------------------------------------------------------------------------------------
@@ -55,13 +58,16 @@ def youtube_id_of(meta: dict | None, url: str = "") -> str | None:
 
 
 def manifest_youtube_ids(path: str) -> dict[str, str]:
-    """video_id -> YouTube id from a manifest jsonl (`meta.youtube_id`, or a YouTube `url`)."""
+    """video_id -> YouTube id from a manifest jsonl (`meta.youtube_id`, or a YouTube `url`); local or a URL."""
     out: dict[str, str] = {}
     if not path:
         return out
-    if not Path(path).is_file():
-        raise JobError(f"corpus.manifest {path} does not exist (give the pipeline's manifest or leave it empty)")
-    for line in Path(path).read_text(errors="replace").splitlines():
+    try:
+        text = storage.read_bytes(path).decode("utf-8", errors="replace")
+    except (OSError, storage.StorageError):
+        raise JobError(f"corpus.manifest {storage.redact(path)} does not exist or cannot be read (give the "
+                       "pipeline's manifest or leave it empty)") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
@@ -183,7 +189,8 @@ class RayFeatures:
 class LeakageResult:
     pairs: list[dict]
     summary: dict
-    out_dir: Path
+    out_dir: Path | str  # a Path for a local output.dir, else its URL (never turned into a local path)
+
 
 
 def _global_tables(sets: list[DownstreamSet], dim: int):
@@ -214,11 +221,11 @@ def run(cfg: LeakageConfig) -> LeakageResult:
     from features.embed import FrameEmbedder, embedder_kwargs
 
     started = time.time()
-    out_dir = Path(cfg.output.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_location(cfg.output.dir)
+    storage.check_location(cfg.output.dir, "output.dir", writable=True)  # local: mkdir; URL: the bucket
     shards = expand_shards(cfg.corpus.shards)
     if not shards:
-        raise JobError(f"corpus.shards={cfg.corpus.shards!r} matches no shard files: run the pipeline first "
+        raise JobError(f"corpus.shards={storage.redact(cfg.corpus.shards)!r} matches no shard files: run the pipeline first "
                        "(python -m pipeline run) or fix the pattern")
     if not cfg.downstream:
         raise JobError("no downstream datasets configured (config key 'downstream'): nothing to check against")
@@ -227,7 +234,8 @@ def run(cfg: LeakageConfig) -> LeakageResult:
     embedder = FrameEmbedder(**embedder_kwargs(cfg.model))
     print(f"features: {embedder.backend} {embedder.fingerprint} on {embedder.device} ({embedder.precision})"
           + ("  [RANDOM-INIT weights]" if cfg.model.random_init else ""))
-    sets = [load_downstream(spec, embedder, out_dir / "cache") for spec in cfg.downstream]
+    # The cache is read back whole on every run: local (output.dir/cache/, or a state folder for a URL).
+    sets = [load_downstream(spec, embedder, state_dir(cfg.output.dir) / "cache") for spec in cfg.downstream]
     for ds in sets:
         if ds.error:
             print(f"error: downstream dataset {ds.spec.name!r} skipped: {ds.error}")
@@ -388,7 +396,7 @@ def _summary(cfg: LeakageConfig, embedder: Any, built: Any, sets: list[Downstrea
         "random_init": cfg.model.random_init, "model": embedder.fingerprint, "device": embedder.device,
         "threshold": cfg.search.threshold, "min_matching_frames": cfg.search.min_matching_frames, "k": cfg.search.k,
         "index": {"kind": built.kind, "on_gpu": built.on_gpu, "frames": built.size},
-        "corpus": {"shards_pattern": cfg.corpus.shards, "samples_read": counts["samples_read"],
+        "corpus": {"shards_pattern": storage.redact(cfg.corpus.shards), "samples_read": counts["samples_read"],
                    "frames_per_sample": cfg.corpus.frames_per_sample, "frames_searched": counts["frames_searched"],
                    "videos": len([v for v in corpus_videos.values() if v["samples"]]),
                    "videos_with_youtube_id": sum(1 for v in corpus_videos.values() if v.get("youtube_id")),
@@ -419,8 +427,9 @@ def blocklist_entries(pairs: list[dict], unit: str) -> dict[str, str]:
     return entries
 
 
-def write_outputs(cfg: LeakageConfig, out_dir: Path, pairs: list[dict], summary: dict, shards: list[str],
+def write_outputs(cfg: LeakageConfig, out_dir: Path | str, pairs: list[dict], summary: dict, shards: list[str],
                   sets: list[DownstreamSet], owners: list) -> None:
+    """blocklist.txt, report.json, report.html, summary.json into output.dir (a folder or a URL)."""
     from dedup.blocklist import rewrite_shards, write_blocklist
     from dedup.report import write_report
 
@@ -428,12 +437,12 @@ def write_outputs(cfg: LeakageConfig, out_dir: Path, pairs: list[dict], summary:
     summary["blocked"] = len(entries)
     header = [f"leakage check: {len(pairs)} flagged pairs, threshold {cfg.search.threshold}, model {summary['model']}",
               "one sample key or video id per line; the training loader skips them (data.blocklist)"]
-    write_blocklist(out_dir / "blocklist.txt", entries, header)
-    write_json(out_dir / "report.json", pairs)
+    write_blocklist(storage.join(out_dir, "blocklist.txt"), entries, header)
+    write_json(storage.join(out_dir, "report.json"), pairs)
     if cfg.output.rewrite_shards:
-        summary["rewrite"] = rewrite_shards(shards, set(entries), out_dir / "clean_shards")
+        summary["rewrite"] = rewrite_shards(shards, set(entries), storage.join(out_dir, "clean_shards"))
     write_report(out_dir, cfg, pairs, summary)
-    write_json(out_dir / "summary.json", summary)
+    write_json(storage.join(out_dir, "summary.json"), summary)
 
 
 def print_summary(result: LeakageResult) -> None:
@@ -450,7 +459,7 @@ def print_summary(result: LeakageResult) -> None:
     c = s["corpus"]
     print(f"corpus: {c['samples_read']} samples of {c['videos']} videos; features {c['features']}; failures {c['failures'] or 0}")
     print(f"flagged pairs: {s['pairs_flagged']} {s['by_kind']}; blocklist entries: {s['blocked']}; {s['seconds']:.1f}s")
-    print(f"report: {result.out_dir / 'report.html'}")
+    print(f"report: {storage.redact(storage.join(result.out_dir, 'report.html'))}")
 
 
 def job_fingerprint(cfg: LeakageConfig) -> str:
@@ -469,16 +478,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="run even when the inputs and config are unchanged since the last finished run")
     args = parser.parse_args(argv)
     cfg = load_from_args(LeakageConfig, args, job="leakage")
-    fingerprint = job_fingerprint(cfg)
-    outputs = ("report.html", "report.json", "blocklist.txt")
-    if not args.force and is_done(cfg.output.dir, fingerprint, outputs):
-        print(f"leakage check up to date (inputs unchanged; --force to redo): {Path(cfg.output.dir) / 'report.html'}")
-        return 0
     try:
+        check_locations(cfg.output.dir, cfg.corpus.shards, cfg.corpus.manifest)
+        fingerprint = job_fingerprint(cfg)
+        outputs = ("report.html", "report.json", "blocklist.txt")
+        if not args.force and is_done(cfg.output.dir, fingerprint, outputs):
+            print("leakage check up to date (inputs unchanged; --force to redo): "
+                  f"{storage.redact(storage.join(cfg.output.dir, 'report.html'))}")
+            return 0
         result = run(cfg)
+        print_summary(result)
+        mark_done(cfg.output.dir, fingerprint)
+    except storage.StorageError as exc:  # a location that cannot be used: like a bad config key
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print_summary(result)
-    mark_done(cfg.output.dir, fingerprint)
+        return exc.code
     return 0

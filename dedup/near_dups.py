@@ -11,7 +11,9 @@
    `ignore_same_video` spans of one video are never linked to each other.
 4. Per group, keep the sample least similar to its cluster centroid (SemDeDup's rule: the most atypical
    copy carries the most information), block the others.
-Outputs: near_dups.json (groups with similarities), blocklist.txt (sample keys), summary.json.
+Outputs (output.dir: a folder or an fsspec URL, each file atomic): near_dups.json (groups with
+similarities), blocklist.txt (sample keys), summary.json; for a URL output.dir the memmap of step 1
+lives in a local state folder (common.storage.local_state_dir).
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import write_json
+from common import storage
 from common.cli import JobError, progress
 from common.config import add_config_args, load_from_args
 from dedup.config import NearDupsConfig
+from dedup.locations import check_locations, state_dir
 
 
 class _UnionFind:
@@ -45,18 +48,19 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def sample_vectors(cfg: NearDupsConfig, out_dir: Path) -> tuple[np.memmap | np.ndarray, list[dict], Counter]:
-    """One normalised mean frame feature per sample, in a disk-backed float16 array."""
+def sample_vectors(cfg: NearDupsConfig, work_dir: Path) -> tuple[np.memmap | np.ndarray, list[dict], Counter]:
+    """One normalised mean frame feature per sample, in a disk-backed float16 array in `work_dir` (local)."""
     from dedup.corpus import expand_shards, iter_samples, sample_features
     from features.embed import FrameEmbedder, embedder_kwargs
 
     shards = expand_shards(cfg.corpus.shards)
     if not shards:
-        raise JobError(f"corpus.shards={cfg.corpus.shards!r} matches no shard files: run the pipeline first")
+        raise JobError(f"corpus.shards={storage.redact(cfg.corpus.shards)!r} matches no shard files: run the pipeline first")
     embedder = FrameEmbedder(**embedder_kwargs(cfg.model))
     counts: Counter = Counter()
     rows: list[dict] = []
-    path = out_dir / "sample_features.f16"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / "sample_features.f16"
     capacity = 1024
     store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(capacity, embedder.dim))
     for sample in progress(iter_samples(shards, counts, cfg.corpus.max_samples), desc="corpus", unit="sample"):
@@ -147,13 +151,15 @@ def run(cfg: NearDupsConfig) -> dict:
     from dedup.corpus import expand_shards
 
     started = time.time()
-    out_dir = Path(cfg.output.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vectors, rows, counts = sample_vectors(cfg, out_dir)
+    out_dir = cfg.output.dir
+    storage.check_location(out_dir, "output.dir", writable=True)  # local: mkdir; URL: the bucket
+    # The memmap of sample vectors is working state: beside the outputs when local, else in a stable local
+    # folder for that URL (a memmap cannot live in an object store).
+    vectors, rows, counts = sample_vectors(cfg, state_dir(out_dir))
     groups = find_groups(vectors, rows, cfg)
     entries = {key: f"near-duplicate of {g['kept']}" for g in groups for key in g["removed"]}
-    write_json(out_dir / "near_dups.json", groups)
-    write_blocklist(out_dir / "blocklist.txt", entries,
+    storage.write_json(storage.join(out_dir, "near_dups.json"), groups)
+    write_blocklist(storage.join(out_dir, "blocklist.txt"), entries,
                     [f"near-duplicates: {len(groups)} groups, threshold {cfg.threshold}; one sample kept per group"])
     summary = {"samples": len(rows), "groups": len(groups), "blocked": len(entries), "threshold": cfg.threshold,
                "random_init": cfg.model.random_init, "frames_per_sample": cfg.corpus.frames_per_sample,
@@ -161,8 +167,9 @@ def run(cfg: NearDupsConfig) -> dict:
                "failures": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("failed:")},
                "bad_shards": counts["bad_shard"], "seconds": round(time.time() - started, 2)}
     if cfg.output.rewrite_shards:
-        summary["rewrite"] = rewrite_shards(expand_shards(cfg.corpus.shards), set(entries), out_dir / "clean_shards")
-    write_json(out_dir / "summary.json", summary)
+        summary["rewrite"] = rewrite_shards(expand_shards(cfg.corpus.shards), set(entries),
+                                            storage.join(out_dir, "clean_shards"))
+    storage.write_json(storage.join(out_dir, "summary.json"), summary)
     return summary
 
 
@@ -173,11 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_from_args(NearDupsConfig, args, job="near_dups")
     try:
+        check_locations(cfg.output.dir, cfg.corpus.shards)  # before any work
         summary = run(cfg)
+    except storage.StorageError as exc:  # a location that cannot be used: like a bad config key
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.code
     print(f"near-duplicates: {summary['samples']} samples, {summary['groups']} groups, {summary['blocked']} blocked "
           f"(features {summary['features']}, failures {summary['failures'] or 0}); {summary['seconds']:.1f}s")
-    print(f"blocklist: {Path(cfg.output.dir) / 'blocklist.txt'}")
+    print(f"blocklist: {storage.redact(storage.join(cfg.output.dir, 'blocklist.txt'))}")
     return 0

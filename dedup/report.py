@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import write_text
+from common import storage
 from common.deps import require
 
 
@@ -251,7 +251,8 @@ def render_html(cfg: Any, pairs: list[dict], summary: dict, near: list[dict]) ->
     return "\n".join(parts)
 
 
-def write_report(out_dir: Path, cfg: Any, pairs: list[dict], summary: dict) -> Path:
-    path = Path(out_dir) / "report.html"
-    write_text(path, render_html(cfg, pairs, summary, summary.get("near_misses", [])))
+def write_report(out_dir: str | Path, cfg: Any, pairs: list[dict], summary: dict) -> str:
+    """Write out_dir/report.html (a local folder or an fsspec URL; atomic either way); returns its location."""
+    path = storage.join(out_dir, "report.html")
+    storage.write_bytes(path, render_html(cfg, pairs, summary, summary.get("near_misses", [])).encode())
     return path

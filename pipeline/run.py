@@ -176,7 +176,9 @@ def _stream_ray(tasks: list[ShardTask], cfg: PipelineConfig, traffic: dict) -> I
                 num_cpus=r.asr_num_cpus if asr else r.embed_num_cpus,
                 num_gpus=(r.asr_num_gpus if asr else r.embed_num_gpus) or None)
         else:
-            heavy = name in ("segment", "decode")
+            # write takes decode's resources: Ray Data then fuses segment -> decode -> write into one task
+            # (without embed between them), so the frames go from ffmpeg to the shard without an object-store hop
+            heavy = name in ("segment", "decode", "write")
             ds = ds.map_batches(
                 named_task_stage(name, cfg), batch_format="numpy", batch_size=1,
                 compute=ray.data.TaskPoolStrategy(size=r.decode_concurrency if heavy else r.prepare_concurrency),

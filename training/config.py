@@ -26,7 +26,8 @@ class DataConfig:
     # Hold out this fraction of VIDEOS (by a hash of the video id, so every span of a video lands on the
     # same side) for evaluation; training never sees them. 0 disables the hold-out.
     holdout_fraction: float = 0.1
-    # Files in the blocklist format (ARCHITECTURE.md): one sample key or video id per line, '#' comments.
+    # Files (local paths or fsspec URLs) in the blocklist format (ARCHITECTURE.md): one sample key or video
+    # id per line, '#' comments.
     blocklist: list[str] = field(default_factory=list)
     shuffle_buffer: int = 1000        # samples in the in-stream shuffle buffer (per loader worker)
     shuffle_initial: int = 100        # samples buffered before the first one leaves
@@ -56,6 +57,23 @@ class DataConfig:
                               "'data.max_text_length' >= 2")
         if self.resize_short < 1.0:
             raise ConfigError(f"config key 'data.resize_short' is a ratio to the crop size and must be >= 1, got {self.resize_short}")
+        # An unknown protocol or a missing fsspec package (s3fs, gcsfs) is a config error before any work;
+        # whether the bucket and objects exist is checked when the shards are listed (training/data.py).
+        check_protocols("data.shards", self.shards.split("::"))
+        check_protocols("data.eval_shards", self.eval_shards.split("::"))
+        check_protocols("data.blocklist", self.blocklist)
+
+
+def check_protocols(key: str, locations: list[str]) -> None:
+    """ConfigError (one line naming `key`) for a location whose protocol fsspec cannot serve here."""
+    from common.storage import StorageError, filesystem, is_local
+
+    for location in (loc.strip() for loc in locations):
+        if location and not is_local(location):
+            try:
+                filesystem(location, f"config key '{key}':")
+            except StorageError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -111,7 +129,10 @@ class TrainConfig:
 
 @dataclass
 class OutputConfig:
-    dir: str = "data/demo-run/train"
+    dir: str = "data/demo-run/train"  # a folder or an fsspec URL (s3://bucket/run; training/checkpoint.py)
+
+    def validate(self) -> None:
+        check_protocols("output.dir", [self.dir])
 
 
 @dataclass

@@ -6,7 +6,8 @@ Per rank, one `ShardDataset` (an IterableDataset run in `data.num_workers` DataL
 is, so that a resumed run sees the same batches as an uninterrupted one:
 
     shard list (this epoch's order, seeded) -> split by node and worker (data.split_by: by shard when
-    there are enough shards, else by sample) -> tar -> samples (webdataset, broken tar = counted skip)
+    there are enough shards, else by sample) -> tar (a local file or an fsspec URL such as s3://...,
+    opened through fsspec: common/shard_io.py) -> samples (webdataset, broken tar = counted skip)
     -> blocklist and hold-out filter -> shuffle buffer (seeded per epoch/rank/worker) -> position
     counter (resume skips here, before any JPEG is decoded) -> decode: frames, crop, normalise (broken
     sample = counted skip) -> batch: tokenize all B*K transcripts together
@@ -16,16 +17,15 @@ Randomness is a function of (seed, epoch, rank, worker, position), never of time
 from __future__ import annotations
 
 import collections
-import glob
 import hashlib
 import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from common.storage import is_local, local_path, redact
 from training.config import DataConfig
 from training.sample_decode import FrameSpec, decode_frames, sample_texts
 
@@ -42,53 +42,46 @@ class DataError(RuntimeError):
 
 
 def expand_shards(spec: str) -> list[str]:
-    """'a/shard-*.tar::s3://b/shard-{000000..000009}.tar' -> sorted list of shard paths/URLs.
+    """'a/shard-*.tar::s3://b/shard-{000000..000009}.tar' -> list of shard paths/URLs (sorted per entry).
 
-    Local entries may be a file, a folder (its *.tar), a glob or a brace pattern; URLs go through fsspec
-    (glob when they contain wildcards, brace expansion otherwise). A local shard whose pipeline stats
-    file is missing while its siblings have one is still being written and is left out.
+    Each entry may be a file, a folder (its *.tar), a glob or a brace pattern, local or an fsspec URL
+    (s3://, gs://, ...: listed through fsspec, one listing per folder; common/shard_io.py). A shard whose
+    pipeline stats file is missing while others have one is still being written and is left out. A bad
+    protocol, a missing filesystem package or bucket is a one-line DataError naming data.shards.
     """
     import braceexpand
 
-    urls: list[str] = []
-    for part in [p.strip() for p in spec.split("::") if p.strip()]:
-        for item in braceexpand.braceexpand(part):
-            if "://" in item and not item.startswith("file://"):
-                if any(c in item for c in "*?["):
-                    import fsspec
+    from common.shard_io import StorageError, find_shards, has_wildcard
 
-                    fs, _, paths = fsspec.get_fs_token_paths(item)
-                    protocol = fs.protocol[0] if isinstance(fs.protocol, (list, tuple)) else fs.protocol
-                    urls.extend(sorted(f"{protocol}://{p}" for p in paths))
-                else:
-                    urls.append(item)
-                continue
-            item = item[len("file://"):] if item.startswith("file://") else item
-            path = Path(item)
-            if path.is_dir():
-                urls.extend(sorted(str(p) for p in path.glob("*.tar")))
-            elif any(c in item for c in "*?["):
-                urls.extend(sorted(glob.glob(item)))
-            elif path.is_file():
-                urls.append(item)
-            else:
-                raise DataError(f"data.shards: {item} does not exist (check the path, or run the pipeline job first)")
+    items = [item for part in spec.split("::") if part.strip() for item in braceexpand.braceexpand(part.strip())]
+    try:
+        urls, empty = find_shards(items, "data.shards")
+    except StorageError as exc:
+        raise DataError(str(exc)) from None
+    named = [item for item in empty if not has_wildcard(item) and not (is_local(item) and local_path(item).is_dir())]
+    if named:  # a file named outright (not a pattern, not a folder) that is not there
+        what = "does not exist" if is_local(named[0]) else "does not exist (no such object, or a prefix without .tar)"
+        raise DataError(f"data.shards: {redact(named[0])} {what} (check the path, or run the pipeline job first)")
     if not urls:
-        raise DataError(f"data.shards '{spec}' matches no .tar shards (run the pipeline job first, or fix the pattern)")
-    local = [u for u in urls if "://" not in u]
-    stats = {u: Path(u[: -len(".tar")] + "_stats.json").is_file() for u in local if u.endswith(".tar")}
-    if any(stats.values()):
-        urls = [u for u in urls if stats.get(u, True)]
+        raise DataError(f"data.shards '{redact(spec)}' matches no .tar shards (run the pipeline job first, or fix the pattern)")
     return urls
 
 
 def load_blocklist(paths: list[str]) -> frozenset[str]:
-    """Union of blocklist files: one sample key or video id per line, '#' starts a comment."""
+    """Union of blocklist files (local or URLs): one sample key or video id per line, '#' starts a comment."""
+    from common import storage
+
     blocked: set[str] = set()
     for path in paths:
-        if not Path(path).is_file():
-            raise DataError(f"data.blocklist: {path} does not exist (run the leakage job, or drop the entry)")
-        for line in Path(path).read_text().splitlines():
+        try:
+            text = storage.read_bytes(path).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            raise DataError(f"data.blocklist: {redact(path)} does not exist (run the leakage job, or drop the entry)") from None
+        except storage.StorageError as exc:
+            raise DataError(f"data.blocklist: {exc}") from None
+        except OSError as exc:
+            raise DataError(f"data.blocklist: {redact(path)} cannot be read ({type(exc).__name__}: {exc})") from None
+        for line in text.splitlines():
             entry = line.split("#", 1)[0].strip()
             if entry:
                 blocked.add(entry)
@@ -170,9 +163,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return urls, slots, slot  # too few shards: every slot reads all, keeps sample i where i % slots == slot
 
     def _raw(self, urls: list[str], counter: SkipCounter) -> Iterator[dict]:
-        import webdataset as wds
+        from common.shard_io import tar_samples  # local files and fsspec URLs alike (s3://...)
 
-        return wds.tariterators.tarfile_samples(({"url": u} for u in urls), handler=counter)
+        return tar_samples(urls, handler=counter)
 
     def _keep(self, sample: dict, counter: SkipCounter) -> bool:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -96,3 +97,12 @@ def demo_downstream_config(corpus_dir: Path) -> list[dict]:
         {"name": "kinetics400", "format": "kinetics", "annotations": [str(d / "kinetics400/kinetics-400_val.csv")],
          "video_root": str(d / "kinetics400/val")},
     ]
+
+
+def mark_shards_done(paths: Iterable[Path]) -> None:
+    """Write each tar's `<name>_stats.json`, as the pipeline does last (a shard without one is not done)."""
+    for path in paths:
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+        keys = sorted({n.split(".", 1)[0] for n in names})
+        Path(str(path)[: -len(".tar")] + "_stats.json").write_text(json.dumps({"samples": len(keys), "keys": keys}))
