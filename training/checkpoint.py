@@ -9,19 +9,32 @@ Layout under `output.dir`:
     model_fp32.pt, model_fp32.json     the exported plain fp32 state_dict and its model config
 
 `latest_complete(dir)` finds the newest complete tag; older ones beyond `keep_last` are deleted.
+
+output.dir may be an fsspec URL (s3://bucket/run, ...): the locations above are then objects under it, and
+each rank writes into a local staging folder first (`RunStore`: `common.storage.local_state_dir(url)/rankNNNNN`,
+the same layout). Saving a tag: every rank writes its DeepSpeed files and rank file locally and uploads
+them (its own files: ranks on other nodes never see each other's staging folder); after a barrier rank 0
+writes run.json, then complete.json, straight to the URL. An object store shows an object only once its
+upload is complete, and complete.json is written after all of them, so a tag is either complete there
+or ignored. Resuming downloads the tag (into a fresh folder, renamed into place) and loads it locally.
+metrics.jsonl, heldout.jsonl, tensorboard/, model_fp32.* and loss_curve.png are written in the staging
+folder and uploaded at each checkpoint and at the end (on resume they are first downloaded).
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from common import storage
 from common.atomic import atomic_open, write_json
 
 TAG_RE = re.compile(r"^step(\d{8})$")
@@ -35,49 +48,186 @@ def tag_for(step: int) -> str:
     return f"step{step:08d}"
 
 
-def checkpoint_root(output_dir: str | Path) -> Path:
-    return Path(output_dir) / "checkpoints"
+Location = str | Path      # a local folder (Path) or an fsspec URL (str)
 
 
-def complete_tags(root: Path) -> list[tuple[int, str]]:
-    """(step, tag) of every checkpoint whose complete.json exists, oldest first."""
-    if not root.is_dir():
+def is_url(location: Location) -> bool:
+    return not storage.is_local(str(location))
+
+
+def child(location: Location, *parts: str) -> Location:
+    return storage.join(location, *parts) if is_url(location) else Path(location).joinpath(*parts)
+
+
+def show(location: Location) -> str:
+    """A location as it may be printed or written (credentials in a URL stripped)."""
+    return storage.redact(str(location))
+
+
+def checkpoint_root(output_dir: Location) -> Location:
+    return child(output_dir if is_url(output_dir) else storage.local_path(output_dir), "checkpoints")
+
+
+def _tag_dirs(root: Location) -> list[str]:
+    """Names of the step* folders under a checkpoint root (complete or not)."""
+    if not is_url(root):
+        root = Path(root)
+        return sorted(c.name for c in root.iterdir() if TAG_RE.match(c.name) and c.is_dir()) if root.is_dir() else []
+    fs, path = storage.filesystem(root)
+    fs.invalidate_cache(path)          # another rank or node may have written since (s3fs caches listings)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
         return []
-    found = []
-    for child in root.iterdir():
-        match = TAG_RE.match(child.name)
-        if match and (child / "complete.json").is_file():
-            found.append((int(match.group(1)), child.name))
-    return sorted(found)
+    names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+    return sorted(n for n in names if TAG_RE.match(n))
 
 
-def latest_complete(output_dir: str | Path) -> tuple[int, str] | None:
+def _remove_tree(location: Location) -> None:
+    if not is_url(location):
+        shutil.rmtree(location, ignore_errors=True)
+        return
+    fs, path = storage.filesystem(location)
+    try:
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def complete_tags(root: Location) -> list[tuple[int, str]]:
+    """(step, tag) of every checkpoint whose complete.json exists, oldest first."""
+    return [(int(TAG_RE.match(name).group(1)), name) for name in _tag_dirs(root)
+            if storage.exists(child(root, name, "complete.json"))]
+
+
+def latest_complete(output_dir: Location) -> tuple[int, str] | None:
     tags = complete_tags(checkpoint_root(output_dir))
     return tags[-1] if tags else None
 
 
-def resolve_resume(arg: str | None, output_dir: str | Path) -> tuple[Path, str] | None:
-    """--resume [DIR|TAG_DIR] -> (checkpoint root, tag), or the newest complete checkpoint in output.dir."""
+def resolve_resume(arg: str | None, output_dir: Location) -> tuple[Location, str] | None:
+    """--resume [DIR|TAG_DIR] -> (checkpoint root, tag), or the newest complete checkpoint in output.dir.
+    DIR and output.dir may be URLs; the root is then a URL too (download_tag fetches the tag)."""
     if arg:
-        path = Path(arg)
-        if (path / "complete.json").is_file():                 # a tag folder
+        path = arg.rstrip("/") if is_url(arg) else Path(arg)
+        if storage.exists(child(path, "complete.json")):         # a tag folder
+            if is_url(path):
+                return path.rsplit("/", 1)[0], path.rsplit("/", 1)[1]
             return path.parent, path.name
-        for root in (path / "checkpoints", path):               # a run's output.dir or its checkpoints/
+        for root in (child(path, "checkpoints"), path):          # a run's output.dir or its checkpoints/
             tags = complete_tags(root)
             if tags:
                 return root, tags[-1][1]
-        raise ResumeError(f"--resume {arg}: no complete checkpoint there (looked for checkpoints/step*/complete.json)")
+        raise ResumeError(f"--resume {show(arg)}: no complete checkpoint there "
+                          "(looked for checkpoints/step*/complete.json)")
     found = latest_complete(output_dir)
     return (checkpoint_root(output_dir), found[1]) if found else None
 
 
-def clear_run(output_dir: str | Path) -> None:
+def clear_run(output_dir: Location) -> None:
     """Remove a previous run's checkpoints, exported weights and metrics from output.dir (--fresh)."""
-    out = Path(output_dir)
-    shutil.rmtree(checkpoint_root(out), ignore_errors=True)
-    shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    out = output_dir if is_url(output_dir) else storage.local_path(output_dir)
+    _remove_tree(checkpoint_root(out))
+    _remove_tree(child(out, "tensorboard"))
     for name in ("model_fp32.pt", "model_fp32.json", "metrics.jsonl", "heldout.jsonl", "loss_curve.png"):
-        (out / name).unlink(missing_ok=True)
+        storage.remove(child(out, name))
+
+
+# ---------------------------------------------------------------------------------------------------
+# output.dir on an fsspec URL: a local staging folder per rank, uploaded
+
+
+def upload_tree(local: Path, url: str) -> int:
+    """Every file under `local` to the same relative key under `url` (s3fs uploads them concurrently,
+    each visible only once complete); returns how many."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    if files:
+        fs, path = storage.filesystem(url)
+        fs.put([str(p) for p in files], [f"{path.rstrip('/')}/{p.relative_to(local).as_posix()}" for p in files])
+    return len(files)
+
+
+def download_tree(url: str, local: Path, missing_only: bool = False) -> Path:
+    """The objects under `url` into the folder `local`. Whole: into a fresh folder renamed into place, so an
+    interrupted download leaves no half folder at `local`. missing_only: add the files `local` lacks."""
+    fs, path = storage.filesystem(url)
+    fs.invalidate_cache(path)
+    base = path.rstrip("/") + "/"
+    remote = [p for p in fs.find(path) if p.startswith(base)]
+    if not remote:
+        raise ResumeError(f"{show(url)}: nothing there to download")
+    target = local if missing_only else local.parent / f".{local.name}.part-{uuid.uuid4().hex[:8]}"
+    pairs = [(p, target / p[len(base):]) for p in remote]
+    if missing_only:
+        pairs = [(p, dst) for p, dst in pairs if not dst.is_file()]
+    for _, dst in pairs:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    if pairs:
+        fs.get([p for p, _ in pairs], [str(dst) for _, dst in pairs])
+    if not missing_only:
+        shutil.rmtree(local, ignore_errors=True)
+        os.replace(target, local)
+    return local
+
+
+class RunStore:
+    """output.dir as one rank writes it. Local output.dir: `local` is output.dir itself, every method a
+    no-op. URL: `local` is this rank's staging folder (see the module docstring); `root` is where complete
+    tags live (checkpoints/ under the URL; for a local output.dir the same folder as `local_root`)."""
+
+    def __init__(self, output_dir: Location, rank: int, state_root: str | None = None):
+        self.url, self.rank, self.remote = str(output_dir), rank, is_url(output_dir)
+        self.local = (storage.local_state_dir(self.url, state_root) / f"rank{rank:05d}" if self.remote
+                      else storage.local_path(self.url))
+        self.local_root = self.local / "checkpoints"
+        self.root = checkpoint_root(self.url) if self.remote else self.local_root
+
+    def where(self, name: str = "") -> str:
+        """A file of the run as it may be printed: its URL (redacted) or local path."""
+        return show(child(self.url if self.remote else self.local, name) if name else self.url)
+
+    def upload_tag(self, tag: str) -> None:
+        if self.remote:
+            upload_tree(self.local_root / tag, storage.join(self.root, tag))
+
+    def fetch_tag(self, root: Location, tag: str, missing_only: bool = False) -> Path:
+        """The local checkpoint root holding `tag` (downloaded when `root` is a URL)."""
+        if not is_url(root):
+            return Path(root)
+        self.local_root.mkdir(parents=True, exist_ok=True)
+        download_tree(storage.join(root, tag), self.local_root / tag, missing_only=missing_only)
+        return self.local_root
+
+    def prune_stage(self, keep: str) -> None:
+        """Staging only: drop the local copies of other tags (the URL keeps the last keep_last)."""
+        if self.remote:
+            for name in _tag_dirs(self.local_root):
+                if name != keep:
+                    shutil.rmtree(self.local_root / name, ignore_errors=True)
+
+    def publish(self, *names: str) -> None:
+        """Upload these files/folders of the staging folder (those that exist) to the URL."""
+        if not self.remote:
+            return
+        for name in names:
+            path = self.local / name
+            if path.is_dir():
+                upload_tree(path, storage.join(self.url, name))
+            elif path.is_file():
+                fs, key = storage.filesystem(storage.join(self.url, name))
+                fs.put_file(str(path), key)
+
+    def pull(self, *names: str) -> None:
+        """Replace these local files by the URL's copies (or remove them when the URL has none)."""
+        if not self.remote:
+            return
+        self.local.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            url = storage.join(self.url, name)
+            if storage.exists(url):
+                storage.write_bytes(self.local / name, storage.read_bytes(url))
+            else:
+                (self.local / name).unlink(missing_ok=True)
 
 
 def rng_state() -> dict[str, Any]:
@@ -115,12 +265,13 @@ def architecture(model: dict | None) -> dict | None:
     return model
 
 
-def check_compatible(tag_dir: Path, run_info: dict[str, Any], check_world: bool = True) -> None:
+def check_compatible(tag_dir: Location, run_info: dict[str, Any], check_world: bool = True) -> None:
     """Refuse a checkpoint of another model or another world size, in one line."""
-    path = tag_dir / "run.json"
-    if not path.is_file():
-        raise ResumeError(f"checkpoint {tag_dir} has no run.json: not written by training.pretrain")
-    saved = json.loads(path.read_text())
+    path = child(tag_dir, "run.json")
+    if not storage.exists(path):
+        raise ResumeError(f"checkpoint {show(tag_dir)} has no run.json: not written by training.pretrain")
+    saved = storage.read_json(path)
+    tag_dir = show(tag_dir)
     if saved.get("preset") != run_info["preset"] or architecture(saved.get("model")) != architecture(run_info["model"]):
         what = (f"preset '{saved.get('preset')}'" if saved.get("preset") != run_info["preset"]
                 else "the same preset name with other model settings")
@@ -134,24 +285,29 @@ def check_compatible(tag_dir: Path, run_info: dict[str, Any], check_world: bool 
                           "use another output.dir")
 
 
-def mark_complete(tag_dir: Path, step: int, run_info: dict[str, Any]) -> None:
-    write_json(tag_dir / "run.json", run_info)
-    write_json(tag_dir / "complete.json", {"step": step})
+def mark_complete(tag_dir: Location, step: int, run_info: dict[str, Any]) -> None:
+    """run.json, then complete.json: the commit of a tag (local: renamed into place; URL: one PUT each)."""
+    if is_url(tag_dir):
+        storage.write_json(child(tag_dir, "run.json"), run_info)
+        storage.write_json(child(tag_dir, "complete.json"), {"step": step})
+        return
+    write_json(Path(tag_dir) / "run.json", run_info)
+    write_json(Path(tag_dir) / "complete.json", {"step": step})
 
 
-def prune(root: Path, keep_last: int) -> list[str]:
+def prune(root: Location, keep_last: int) -> list[str]:
     """Delete all but the newest `keep_last` complete checkpoints, and incomplete ones older than them."""
     tags = complete_tags(root)
     removed = []
     keep = {t for _, t in tags[-keep_last:]}
+    complete = {t for _, t in tags}
     newest_kept = tags[-keep_last][0] if len(tags) >= keep_last else (tags[0][0] if tags else -1)
-    for child in sorted(root.iterdir()) if root.is_dir() else []:
-        match = TAG_RE.match(child.name)
-        if not match or child.name in keep:
+    for name in _tag_dirs(root):
+        if name in keep:
             continue
-        if (child / "complete.json").is_file() or int(match.group(1)) < newest_kept:
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child.name)
+        if name in complete or int(TAG_RE.match(name).group(1)) < newest_kept:
+            _remove_tree(child(root, name))
+            removed.append(name)
     return removed
 
 

@@ -10,6 +10,9 @@ python) and raytrain.py (Ray Train) both call it. Every rank runs the same steps
         sort, t2v), the other ranks wait; one row each in heldout.jsonl
     every checkpoint_every steps and at the end: checkpoint (checkpoint.py), keep the last M
 
+output.dir may be an fsspec URL (s3://...): each rank then writes into its local staging folder and
+uploads at each checkpoint and at the end (checkpoint.RunStore; the tag's complete.json is the commit).
+
 A resumed run restores the engine, each rank's loader position and RNG state, and the partial metric
 window, so its steps and losses are those of the run it continues.
 """
@@ -30,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from common import storage
 from common.atomic import write_text
 from common.config import ConfigError
 from training import checkpoint as ckpt
@@ -239,8 +243,10 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     rank, world = setup_distributed(cfg.train.dist_timeout_s)
     expand_shards(cfg.data.shards)            # bad paths fail here, in one line, before any model is built
     load_blocklist(cfg.data.blocklist)
-    out_dir = Path(cfg.output.dir)
-    root = ckpt.checkpoint_root(out_dir)
+    store = ckpt.RunStore(cfg.output.dir, rank)
+    if store.remote:                          # a missing bucket or bad credentials: one line, before training
+        storage.check_location(store.url, "output.dir", writable=True)
+    out_dir = store.local                     # where this rank writes: output.dir, or its staging folder
     t = cfg.train
 
     overrides = list(t.model_overrides)
@@ -251,22 +257,30 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                 "num_workers": cfg.data.num_workers, "seed": cfg.seed, "config": asdict(cfg)}
     # Keys that identify the model: a checkpoint of another preset must not load into this one.
     run_info["model"] = json.loads(json.dumps(run_info["model"]))
+    # Where each rank ran (host; the Ray node under Ray Train), kept in every checkpoint's run.json.
+    ranks = [None] * world
+    dist.all_gather_object(ranks, {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(),
+                                   "node": os.environ.get("TVTS_NODE_ID", "")})
+    run_info["ranks"] = ranks
 
     if fresh:
         if rank == 0:                              # start over: older checkpoints must not be resumed later
-            ckpt.clear_run(out_dir)
+            ckpt.clear_run(store.url)
+        if store.remote:
+            ckpt.clear_run(out_dir)                # and every rank its own staging folder
         dist.barrier()
-    found = None if fresh else ckpt.resolve_resume(resume, out_dir)
+    found = None if fresh else ckpt.resolve_resume(resume, store.url)
     start_step = 0
     if found is not None:
         ck_root, tag = found
         start_step = int(ckpt.TAG_RE.match(tag).group(1))
-        ckpt.check_compatible(ck_root / tag, run_info, check_world=start_step < t.max_steps)
+        ckpt.check_compatible(ckpt.child(ck_root, tag), run_info, check_world=start_step < t.max_steps)
     if start_step >= t.max_steps:
         if rank == 0:
-            log(f"{out_dir}: already at step {start_step} of train.max_steps={t.max_steps}; nothing to do "
-                f"(checkpoint {root / tag}; raise train.max_steps to train further)")
-        finish_exports(cfg, model_cfg, run_info, rank, engine=None, tag=tag, ck_root=ck_root)
+            store.pull(*MetricsSink.FILES.values())    # finish_exports plots and re-uploads them
+            log(f"{store.where()}: already at step {start_step} of train.max_steps={t.max_steps}; nothing to do "
+                f"(checkpoint {ckpt.show(ckpt.child(ck_root, tag))}; raise train.max_steps to train further)")
+        finish_exports(cfg, model_cfg, run_info, rank, engine=None, tag=tag, ck_root=ck_root, store=store)
         return {"step": start_step, "resumed_from": start_step, "trained_steps": 0}
 
     seed_everything(cfg.seed, 0)                 # identical initial weights on every rank
@@ -314,13 +328,14 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                                    tokenizer, epochs=1)
 
     if found is not None:
-        engine.load_checkpoint(str(ck_root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
-        state = ckpt.load_rank_state(ck_root / tag, rank)
+        load_root = store.fetch_tag(ck_root, tag)      # a URL's tag: downloaded into the staging folder
+        engine.load_checkpoint(str(load_root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+        state = ckpt.load_rank_state(load_root / tag, rank)
         loader.load_state_dict(state["loader"])
         window.load_state_dict(state["window"])
         ckpt.set_rng_state(state["rng"])
         if rank == 0:
-            log(f"resumed from {ck_root / tag} at step {start_step}")
+            log(f"resumed from {ckpt.show(ckpt.child(ck_root, tag))} at step {start_step}")
     step = start_step
     if engine.global_steps != step:
         raise ckpt.ResumeError(f"DeepSpeed restored step {engine.global_steps}, expected {step}")
@@ -328,11 +343,13 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     sink = None
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if found is not None:
+            store.pull(*MetricsSink.FILES.values())    # a URL's metrics continue from the checkpoint's rows
         sink = MetricsSink(out_dir, start_step if found else None, t.tensorboard)
         log(f"training preset '{t.preset}' ({t.mode}) on {world} rank(s), ZeRO stage {zero_stage}, "
             f"{'bf16' if dtype == torch.bfloat16 else 'fp16' if dtype == torch.float16 else 'fp32'}, "
             f"micro batch {t.micro_batch} x accum {t.grad_accum} x {world} ranks; "
-            f"steps {start_step} -> {t.max_steps}; output {out_dir}")
+            f"steps {start_step} -> {t.max_steps}; output {store.where()}")
     progress = None
     if rank == 0:
         from tqdm import tqdm
@@ -384,18 +401,19 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                                    f"of {scores['samples']} samples")
                 dist.barrier()
             if step % t.checkpoint_every == 0 or step == t.max_steps:
-                save(engine, root, step, rank, world, loader, window, run_info, t.keep_last)
+                save(engine, store, step, rank, loader, window, run_info, t.keep_last)
                 last_saved = step
     finally:
         if progress is not None:
             progress.close()
         if sink is not None:
             sink.close()
-    finish_exports(cfg, model_cfg, run_info, rank, engine=engine, tag=ckpt.tag_for(last_saved), ck_root=root,
-                   zero_stage=zero_stage)
+    finish_exports(cfg, model_cfg, run_info, rank, engine=engine, tag=ckpt.tag_for(last_saved), ck_root=store.root,
+                   zero_stage=zero_stage, store=store)
     dist.barrier()
     return {"step": step, "resumed_from": start_step if found else None, "trained_steps": step - start_step,
-            "checkpoint": str(root / ckpt.tag_for(step)), "metrics": str(out_dir / "metrics.jsonl"),
+            "checkpoint": ckpt.show(ckpt.child(store.root, ckpt.tag_for(step))),
+            "metrics": store.where("metrics.jsonl"),
             "skipped": loader.skip_counts()}
 
 
@@ -437,42 +455,59 @@ def fault_injection(step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def save(engine, root: Path, step: int, rank: int, world: int, loader, window: MetricWindow,
+def save(engine, store: ckpt.RunStore, step: int, rank: int, loader, window: MetricWindow,
          run_info: dict, keep_last: int) -> None:
-    """DeepSpeed files, then every rank's own state, then (after a barrier) complete.json and pruning."""
+    """DeepSpeed files, then every rank's own state (for a URL output.dir: each rank uploads its own files),
+    then (after a barrier) complete.json and pruning."""
+    import shutil
+
     import torch.distributed as dist
 
     tag = ckpt.tag_for(step)
+    root = store.local_root
+    if store.remote:                           # a staging folder holds only this rank's files of this save
+        shutil.rmtree(root / tag, ignore_errors=True)
+        (root / tag).mkdir(parents=True, exist_ok=True)
     engine.save_checkpoint(str(root), tag=tag)
     ckpt.save_rank_state(root / tag, rank, {"loader": loader.state_dict(), "window": window.state_dict(),
                                             "rng": ckpt.rng_state(), "step": step})
+    store.upload_tag(tag)
     dist.barrier()
     if rank == 0:
-        ckpt.mark_complete(root / tag, step, run_info)
-        ckpt.prune(root, keep_last)
+        ckpt.mark_complete(ckpt.child(store.root, tag), step, run_info)
+        ckpt.prune(store.root, keep_last)
+        store.publish(*MetricsSink.FILES.values(), "tensorboard")
+    store.prune_stage(keep=tag)
     dist.barrier()
 
 
-def finish_exports(cfg: PretrainConfig, model_cfg, run_info: dict, rank: int, engine, tag: str, ck_root: Path,
-                   zero_stage: int | None = None) -> None:
-    """At the end (rank 0): the fp32 state_dict for evaluation and the loss-curve PNG, if missing."""
+def finish_exports(cfg: PretrainConfig, model_cfg, run_info: dict, rank: int, engine, tag: str, ck_root,
+                   store: ckpt.RunStore, zero_stage: int | None = None) -> None:
+    """At the end (rank 0): the fp32 state_dict for evaluation and the loss-curve PNG, if missing; for a
+    URL output.dir these and the metrics files are uploaded."""
     if rank != 0:
         return
-    out_dir = Path(cfg.output.dir)
+    out_dir = store.local
     export = out_dir / "model_fp32.pt"
     done_for = out_dir / "model_fp32.json"
+    store.pull("model_fp32.json")              # what the URL holds, not a stale staging copy
     current = json.loads(done_for.read_text()).get("tag") if done_for.is_file() else None
     zero_stage = zero_stage if zero_stage is not None else int(
         json.loads(Path(cfg.train.deepspeed).read_text()).get("zero_optimization", {}).get("stage", 0))
-    if cfg.train.export_fp32 and (current != tag or not export.is_file()) and (engine is not None or zero_stage > 0):
+    exported = storage.exists(storage.join(store.url, "model_fp32.pt")) if store.remote else export.is_file()
+    if cfg.train.export_fp32 and (current != tag or not exported) and (engine is not None or zero_stage > 0):
         info = {"tag": tag, "preset": run_info["preset"], "model": run_info["model"],
-                "checkpoint": str(ck_root / tag), "holdout_fraction": cfg.data.holdout_fraction,
+                "checkpoint": ckpt.show(ckpt.child(ck_root, tag)), "holdout_fraction": cfg.data.holdout_fraction,
                 "seed": cfg.seed, "shards": cfg.data.shards, "mode": run_info["mode"]}
-        ckpt.export_fp32(ck_root, tag, zero_stage, engine.module if engine else None, export, info)
-        log(f"exported fp32 weights -> {export}")
+        # ZeRO partitions of every rank, in one local folder (rank 0's staging copy lacks the others')
+        local_root = store.fetch_tag(ck_root, tag, missing_only=True) if zero_stage > 0 else ck_root
+        ckpt.export_fp32(local_root, tag, zero_stage, engine.module if engine else None, export, info)
+        store.publish("model_fp32.pt", "model_fp32.json")
+        log(f"exported fp32 weights -> {store.where('model_fp32.pt')}")
     if cfg.train.plot:
         from training.plots import plot_metrics
 
         png = plot_metrics(out_dir / "metrics.jsonl", out_dir / "loss_curve.png")
         if png is not None:
-            log(f"loss curve -> {png}")
+            log(f"loss curve -> {store.where('loss_curve.png')}")
+    store.publish(*MetricsSink.FILES.values(), "loss_curve.png", "tensorboard")

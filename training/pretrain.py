@@ -10,7 +10,9 @@ keys). The same command runs under every launcher, with the same config file:
     python -m training.raytrain --config configs/demo.yaml --workers 2        # Ray Train
 
 It continues from the newest complete checkpoint in output.dir (or `--resume DIR`); `--fresh` starts
-over. Writes checkpoints/, metrics.jsonl, tensorboard/, model_fp32.pt and loss_curve.png into output.dir.
+over. Writes checkpoints/, metrics.jsonl, tensorboard/, model_fp32.pt and loss_curve.png into output.dir,
+which may be an fsspec URL (s3://bucket/run: staged locally per rank and uploaded at each checkpoint;
+training/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import sys
 from common.cli import one_line
 from common.config import add_config_args, load_from_args
 
-USER_ERRORS = ("ConfigError", "DataError", "ResumeError", "FileNotFoundError", "MissingDependency")
+USER_ERRORS = ("ConfigError", "DataError", "ResumeError", "FileNotFoundError", "MissingDependency", "StorageError")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return 2 if type(exc).__name__ in USER_ERRORS else 1
     if os.environ.get("RANK", "0") == "0":
-        out = cfg.output.dir
+        from common.storage import redact
+
+        out = redact(cfg.output.dir)
         print(f"done: step {summary['step']} (trained {summary['trained_steps']} steps this run)\n"
               f"  checkpoints  {out}/checkpoints/\n  metrics      {out}/metrics.jsonl (TensorBoard: {out}/tensorboard)\n"
               f"  weights      {out}/model_fp32.pt\n  loss curve   {out}/loss_curve.png", flush=True)
