@@ -10,7 +10,10 @@
    job and the driver process's CPU seconds per row; baseline: reading and de-duplicating the same
    manifest alone (the least any driver must do), in the same run. Also the bytes that crossed the
    driver in part 1 (task rows out, piece stats in) against the shard bytes the workers wrote.
-3. Memory: peak RSS of one decode (the ffmpeg child and the Python worker) for a 1-minute and a 20-minute
+3. `--compare-with REV`: the whole job as a command (`python -m pipeline run`, its own local Ray) at this
+   checkout and at git revision REV (a worktree under .cache/bench; e.g. the last commit before the workers
+   wrote the shards), alternately, `--repeats` times each, on the same manifest: videos/s and the ratio.
+4. Memory: peak RSS of one decode (the ffmpeg child and the Python worker) for a 1-minute and a 20-minute
    1280x720 input (generated with lavfi, cached under .cache/bench): a TVTS span in the middle, and 16
    frames over the whole video (`seek` mode). Streaming decode: the 20-minute input must not cost more.
 """
@@ -121,6 +124,36 @@ def driver_cost(rows: int, num_cpus: int) -> dict:
             "driver_bytes_out": summary["this_run"]["driver_bytes_out"]}
 
 
+def job_command(tree: Path, manifest: Path, out: Path, num_cpus: int, extra: list[str]) -> dict:
+    """The job of the checkout at `tree` as a user runs it; returns its summary (wall from the outside)."""
+    shutil.rmtree(out, ignore_errors=True)
+    sets = [f"input.manifest={manifest}", f"output.dir={out}", f"ray.num_cpus={num_cpus}", *extra]
+    env = dict(os.environ, PYTHONPATH=str(tree))   # that checkout's packages first (this one is installed)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--config", str(tree / "configs" / "demo.yaml"),
+                           *[a for x in sets for a in ("--set", x)], "--no-progress"], cwd=tree, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the job at {tree} failed: {done.stderr[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall_s": round(wall, 2), "videos": summary["this_run"]["processed"], "samples": summary["samples"],
+            "videos_per_s": round(summary["this_run"]["processed"] / wall, 4)}
+
+
+def compare_with(rev: str, manifest: Path, num_cpus: int, extra: list[str], repeats: int) -> dict:
+    tree = BENCH / f"worktree-{rev}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True,
+                       capture_output=True)
+    runs: dict[str, list[dict]] = {"this": [], rev: []}
+    for _ in range(repeats):
+        for name, where in (("this", ROOT), (rev, tree)):
+            runs[name].append(job_command(where, manifest, BENCH / f"compare-{name}", num_cpus, extra))
+    best = {name: max(r["videos_per_s"] for r in rows) for name, rows in runs.items()}
+    return {"runs": runs, "best_videos_per_s": best, "ratio": round(best["this"] / best[rev], 3)}
+
+
 def bare_ffmpeg_args(source: str, times: list[float], width: int, height: int, quality: int) -> list[str]:
     start = max(0.0, min(times) - 0.01)
     length = max(times) - start + 1.0
@@ -206,6 +239,8 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-driver", action="store_true")
     parser.add_argument("--driver-rows", type=int, default=20000)
+    parser.add_argument("--compare-with", metavar="REV", help="also time the job at this git revision (see 3.)")
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     report: dict = {}
     if not args.skip_throughput:
@@ -249,6 +284,14 @@ def main() -> int:
               f"target >= 1,000), peak RSS {d['peak_rss_mb']} MB")
         print(f"baseline: reading + de-duplicating the manifest alone: {d['read_only_rows_per_s']} rows/s; ratio "
               f"(job rows/s / read-only rows/s): {d['rows_per_s'] / d['read_only_rows_per_s']:.3f}x")
+    if args.compare_with:
+        extra = ["asr.enabled=false"] if args.no_asr else []
+        c = report["compare"] = compare_with(args.compare_with, demo_manifest(args.manifest), args.num_cpus, extra,
+                                             args.repeats)
+        for name, rows in c["runs"].items():
+            print(f"job at {name}: " + ", ".join(f"{r['videos']} videos in {r['wall_s']} s ({r['videos_per_s']}/s)"
+                                                 for r in rows))
+        print(f"ratio (this checkout / {args.compare_with}, best videos/s of each): {c['ratio']}x")
     if not args.skip_memory:
         report["memory"] = memory()
         for name, row in report["memory"].items():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for this project, idempotently:
-#   system packages (ffmpeg, espeak-ng; with --test also chromium and pocketsphinx-testdata),
+#   system packages (ffmpeg, espeak-ng; with --test also chromium, pocketsphinx-testdata and slurm-client),
 #   the virtual environment at .venv/ with the pinned requirements and the project (editable), and cached
 #   test media in .cache/.
 # A second run checks and returns in seconds.
@@ -17,6 +17,7 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null || need+=(chromium)
+  command -v sbatch >/dev/null || need+=(slurm-client)   # the real sbatch checks the Slurm scripts
   # Real read speech (LibriVox WAVs) for the ASR tests.
   [ -d /usr/share/pocketsphinx/test/data ] || need+=(pocketsphinx-testdata)
 fi

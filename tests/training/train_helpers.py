@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.proc import run_in_session
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
@@ -59,15 +61,7 @@ def torchrun_cmd(config: Path, *args: str, ranks: int = 2) -> list[str]:
 
 def run(cmd: list[str], timeout: float = 240, **extra_env: str) -> subprocess.CompletedProcess:
     """Run a launcher in its own session; on timeout kill the whole group (never leave ranks behind)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(**extra_env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, _ = proc.communicate()
-        raise AssertionError(f"{cmd[:6]} hung for {timeout}s:\n{out[-3000:]}") from None
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    return run_in_session(cmd, env(**extra_env), timeout, ROOT)
 
 
 def metrics(out: Path, name: str = "metrics.jsonl") -> list[dict]:
