@@ -127,7 +127,7 @@ def driver_cost(rows: int, num_cpus: int) -> dict:
 def job_command(tree: Path, manifest: Path, out: Path, num_cpus: int, extra: list[str]) -> dict:
     """The job of the checkout at `tree` as a user runs it; returns its summary (wall from the outside)."""
     shutil.rmtree(out, ignore_errors=True)
-    sets = [f"input.manifest={manifest}", f"output.dir={out}", f"ray.num_cpus={num_cpus}", *extra]
+    sets = [f"input.manifest={manifest.resolve()}", f"output.dir={out}", f"ray.num_cpus={num_cpus}", *extra]
     env = dict(os.environ, PYTHONPATH=str(tree))   # that checkout's packages first (this one is installed)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--config", str(tree / "configs" / "demo.yaml"),
