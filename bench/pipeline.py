@@ -93,9 +93,10 @@ def driver_cost(rows: int, num_cpus: int) -> dict:
     manifest = folder / "manifest.jsonl"
     if not manifest.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        manifest.write_text("".join(json.dumps({"video_id": f"missing-{i:07d}", "url": str(folder / f"v{i}.mp4"),
-                                                "captions": str(folder / f"v{i}.vtt")}) + "\n"
-                                    for i in range(rows)))
+        with open(manifest, "w") as handle:
+            for i in range(rows):
+                handle.write(json.dumps({"video_id": f"missing-{i:07d}", "url": str(folder / f"v{i}.mp4"),
+                                         "captions": str(folder / f"v{i}.vtt")}) + "\n")
     started = time.perf_counter()
     read = sum(1 for _ in dedupe_rows(read_manifest(str(manifest)), DedupeStats()))
     read_s = time.perf_counter() - started
@@ -238,7 +239,9 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-driver", action="store_true")
-    parser.add_argument("--driver-rows", type=int, default=20000)
+    parser.add_argument("--driver-rows", default="20000",
+                        help="rows of the driver part; a comma list (e.g. 10000,100000,1000000) runs each size in "
+                             "a fresh process, for its own peak RSS")
     parser.add_argument("--compare-with", metavar="REV", help="also time the job at this git revision (see 3.)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -277,13 +280,25 @@ def main() -> int:
               f"bytes of shards ({warm['driver_bytes_in'] / max(warm['shard_bytes_written'], 1):.4%} of that came "
               "back, and none of it is sample data)")
     if not args.skip_driver:
-        d = report["driver"] = driver_cost(args.driver_rows, args.num_cpus)
-        print(f"driver: {d['rows']} missing-file rows ({d['tasks']} input shards) in {d['wall_s']} s: "
-              f"{d['rows_per_s']} rows/s through the job; driver CPU {d['driver_cpu_s']} s = "
-              f"{d['driver_cpu_ms_per_row']} ms/row ({d['driver_rows_per_cpu_s']} rows per driver CPU-second, "
-              f"target >= 1,000), peak RSS {d['peak_rss_mb']} MB")
-        print(f"baseline: reading + de-duplicating the manifest alone: {d['read_only_rows_per_s']} rows/s; ratio "
-              f"(job rows/s / read-only rows/s): {d['rows_per_s'] / d['read_only_rows_per_s']:.3f}x")
+        import multiprocessing
+
+        sizes = [int(n) for n in args.driver_rows.split(",")]
+        report["driver"] = []
+        for rows in sizes:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
+                d = pool.apply(driver_cost, (rows, args.num_cpus))
+            report["driver"].append(d)
+            print(f"driver: {d['rows']} missing-file rows ({d['tasks']} input shards) in {d['wall_s']} s: "
+                  f"{d['rows_per_s']} rows/s through the job; driver CPU {d['driver_cpu_s']} s = "
+                  f"{d['driver_cpu_ms_per_row']} ms/row ({d['driver_rows_per_cpu_s']} rows per driver CPU-second, "
+                  f"target >= 1,000), peak RSS {d['peak_rss_mb']} MB, summary failed={d['failed']}")
+            print(f"baseline: reading + de-duplicating the manifest alone: {d['read_only_rows_per_s']} rows/s; "
+                  f"ratio (job rows/s / read-only rows/s): {d['rows_per_s'] / d['read_only_rows_per_s']:.3f}x")
+        if len(sizes) > 1:
+            first, last = report["driver"][0], report["driver"][-1]
+            print(f"driver peak RSS from {first['rows']} to {last['rows']} rows: {first['peak_rss_mb']} -> "
+                  f"{last['peak_rss_mb']} MB ({last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x for "
+                  f"{last['rows'] / first['rows']:.0f}x the rows)")
     if args.compare_with:
         extra = ["asr.enabled=false"] if args.no_asr else []
         c = report["compare"] = compare_with(args.compare_with, demo_manifest(args.manifest), args.num_cpus, extra,

@@ -28,6 +28,9 @@ class InputConfig:
     # position modulo `partitions` is `partition`. Each job needs its own output.dir.
     partition: int = 0
     partitions: int = 1
+    # A row is redone when its fields change, or (this key) the size or mtime of its local video/captions
+    # files: one stat per file per run in the driver. Remote files count by their URL only.
+    fingerprint_files: bool = True
 
     def validate(self) -> None:
         from common.config import ConfigError

@@ -14,6 +14,9 @@ hand) are redone the same way.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -25,7 +28,29 @@ from pipeline.samples.shards import parse_piece
 from pipeline.stages import ShardTask, VideoWork
 from pipeline.write import rows_digest
 
-__all__ = ["Inputs", "Plan", "plan_tasks", "Recorder", "task_chunks"]
+__all__ = ["Inputs", "Plan", "plan_tasks", "Recorder", "task_chunks", "row_fingerprint"]
+
+
+def _file_facts(location: str | None) -> list | None:
+    """(size, mtime) of a local file: a re-encoded video or re-downloaded captions under the same name
+    changes them. Remote files are fingerprinted by their URL only (a HEAD per row would cost the
+    driver a request per video)."""
+    if not location or not storage.is_local(location):
+        return None
+    try:
+        st = os.stat(storage.local_path(location))
+    except OSError:
+        return ["missing"]
+    return [st.st_size, st.st_mtime_ns]
+
+
+def row_fingerprint(row: Any, stat_files: bool = True) -> str:
+    """What a row's samples depend on: its fields (url, captions, meta) and, for local files, their size and
+    mtime. A row whose fingerprint changed under the same video id is redone (its input shard with it)."""
+    facts = [row.video_id, row.url, row.captions, row.meta]
+    if stat_files:
+        facts += [_file_facts(row.url), _file_facts(row.captions)]
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Inputs:
@@ -59,8 +84,8 @@ class Inputs:
                            code=2) from None
         self.duplicates = stats.duplicates
 
-    def shards(self, errors: list[dict] | None = None) -> Iterator[tuple[int, list[tuple[int, Any]]]]:
-        """(input shard index, its rows as (order, ManifestRow)); malformed rows go to `errors` (for the ledger)."""
+    def shards(self, errors: list[dict] | None = None) -> Iterator[tuple[int, list[tuple[int, Any, str]]]]:
+        """(input shard index, its rows as (order, ManifestRow, fingerprint)); malformed rows go to `errors`."""
         size = self.cfg.shards.input_rows
         self.total = self.errors = 0
         index, group = 0, []
@@ -73,7 +98,8 @@ class Inputs:
                     errors.append({"video_id": item.input_id, "line": item.line, "stage": record["stage"],
                                    "error_class": record["error_class"], "message": record["message"]})
                 continue
-            group.append(item)
+            order, row = item
+            group.append((order, row, row_fingerprint(row, self.cfg.input.fingerprint_files)))
             if len(group) == size:
                 yield index, group
                 index, group = index + 1, []
@@ -89,6 +115,7 @@ class Plan:
     rows: int = 0
     done_shards: int = 0
     stale_pieces: int = 0
+    changed: int = 0        # rows redone because their fields or files changed under the same video id
 
 
 def plan_tasks(inputs: Inputs, ledger: Ledger, done_pieces: list[str], *, retry_generation: int | None,
@@ -108,33 +135,42 @@ def plan_tasks(inputs: Inputs, ledger: Ledger, done_pieces: list[str], *, retry_
         by_shard.setdefault(parse_piece(name)[0], []).append(name)
     plan = plan if plan is not None else Plan()
     for index, rows in inputs.shards(errors):
-        ids = [row.video_id for _, row in rows]
-        digest = rows_digest(ids)
+        keyed = [f"{row.video_id}:{fp}" for _, row, fp in rows]
+        digest = rows_digest(keyed)
         if base.get(index) != digest:
-            stale = by_shard.get(index, [])   # other rows now (or its base piece lost): redo it all
+            stale = by_shard.get(index, [])   # other rows now, a row changed, or its base piece lost: redo it all
             plan.stale_pieces += len(stale)
+            if index in base:
+                known = ledger.fingerprints_of(index)
+                plan.changed += sum(1 for _, row, fp in rows if known.get(row.video_id) not in (None, fp))
             if stale and drop_stale is not None:
                 drop_stale(index, stale)
             plan.tasks += 1
             plan.rows += len(rows)
             if drop_stale is not None:   # a real pass (not just counting): the work items
-                yield ShardTask(index, 0, digest, [VideoWork(order=o, row=r.to_dict()) for o, r in rows])
+                yield ShardTask(index, 0, digest, [_work(o, r, fp) for o, r, fp in rows])
             else:
                 yield ShardTask(index, 0, digest, [])
             continue
         plan.done_shards += 1
+        ids = [row.video_id for _, row, _ in rows]
         redo: set[str] = set()
         if recorded.get(index, 0) < len(ids):
             redo |= set(ids) - ledger.recorded_ids_of(index)
         if retry_generation is not None and latest.get(index, 0) < retry_generation:
             redo |= failed.get(index, set())
         if redo:
-            again = [VideoWork(order=o, row=r.to_dict()) for o, r in rows if r.video_id in redo]
+            again = [(o, r, fp) for o, r, fp in rows if r.video_id in redo]
             # a new piece after the shard's latest one: the retry generation's number when retrying
             attempt = max(retry_generation or 0, latest.get(index, 0) + 1)
             plan.tasks += 1
             plan.rows += len(again)
-            yield ShardTask(index, attempt, rows_digest([i.video_id for i in again]), again)
+            yield ShardTask(index, attempt, rows_digest([f"{r.video_id}:{fp}" for _, r, fp in again]),
+                            [_work(o, r, fp) for o, r, fp in again])
+
+
+def _work(order: int, row: Any, fingerprint: str) -> VideoWork:
+    return VideoWork(order=order, row=dict(row.to_dict(), fingerprint=fingerprint))
 
 
 def task_chunks(tasks: Iterator[ShardTask], max_rows: int) -> Iterator[list[ShardTask]]:

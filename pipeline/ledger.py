@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     message     TEXT,
     stage       TEXT,
     seconds     TEXT,          -- JSON {stage: seconds}
+    fingerprint TEXT,          -- the row's fields and file facts when it was done (pipeline.driver)
     attempts    INTEGER NOT NULL DEFAULT 1,
     updated     REAL NOT NULL
 );
@@ -55,18 +56,18 @@ CREATE TABLE IF NOT EXISTS pieces (
 
 _UPSERT = """
 INSERT INTO outcomes (video_id, line, status, input_shard, shard, keys, samples, reason, error_class, message,
-                      stage, seconds, attempts, updated)
+                      stage, seconds, fingerprint, attempts, updated)
 VALUES (:video_id, :line, :status, :input_shard, :shard, :keys, :samples, :reason, :error_class, :message,
-        :stage, :seconds, 1, :updated)
+        :stage, :seconds, :fingerprint, 1, :updated)
 ON CONFLICT (video_id) DO UPDATE SET
     line = excluded.line, status = excluded.status, input_shard = excluded.input_shard, shard = excluded.shard,
     keys = excluded.keys, samples = excluded.samples, reason = excluded.reason, error_class = excluded.error_class,
-    message = excluded.message, stage = excluded.stage, seconds = excluded.seconds,
+    message = excluded.message, stage = excluded.stage, seconds = excluded.seconds, fingerprint = excluded.fingerprint,
     attempts = outcomes.attempts + 1, updated = excluded.updated
 """
 
 _FIELDS = ("line", "status", "input_shard", "shard", "keys", "samples", "reason", "error_class", "message", "stage",
-           "seconds")
+           "seconds", "fingerprint")
 
 
 def outcome_row(video_id: str, outcome: dict[str, Any], *, input_shard: int | None, shard: str | None,
@@ -77,7 +78,8 @@ def outcome_row(video_id: str, outcome: dict[str, Any], *, input_shard: int | No
             "input_shard": input_shard, "shard": shard, "keys": json.dumps(keys) if keys else None,
             "samples": len(keys), "reason": outcome.get("reason"), "error_class": outcome.get("error_class"),
             "message": (outcome.get("message") or "")[:2000], "stage": outcome.get("stage"),
-            "seconds": json.dumps(outcome.get("seconds") or {}), "updated": now}
+            "seconds": json.dumps(outcome.get("seconds") or {}), "fingerprint": outcome.get("fingerprint"),
+            "updated": now}
 
 
 class Ledger:
@@ -88,6 +90,9 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most the last commits,
         self.db.executescript(SCHEMA)                 # which reconcile re-imports from the stats files
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(outcomes)")}
+        if "fingerprint" not in columns:              # a ledger of an earlier version
+            self.db.execute("ALTER TABLE outcomes ADD COLUMN fingerprint TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -140,6 +145,10 @@ class Ledger:
 
     def recorded_ids_of(self, input_shard: int) -> set[str]:
         return {v for (v,) in self.db.execute("SELECT video_id FROM outcomes WHERE input_shard = ?", (input_shard,))}
+
+    def fingerprints_of(self, input_shard: int) -> dict[str, str]:
+        return dict(self.db.execute("SELECT video_id, fingerprint FROM outcomes WHERE input_shard = ?",
+                                    (input_shard,)))
 
     def failed_rows(self) -> dict[int, set[str]]:
         """Input shard -> its rows whose outcome is failed."""

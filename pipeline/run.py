@@ -346,8 +346,8 @@ def run_job(cfg: PipelineConfig, *, retry_failed: bool = False, use_ray: bool = 
     wall = time.time() - started
     this_run = dict(recorder.counts, wall_s=round(wall, 3), retry_failed=retry_failed,
                     removed_incomplete=removed, ledger_reconciled=reconciled, todo=counted.rows,
-                    tasks=counted.tasks, regrouped_pieces=counted.stale_pieces, pieces_by_node=recorder.pieces_by_node,
-                    **traffic)
+                    tasks=counted.tasks, regrouped_pieces=counted.stale_pieces, changed=counted.changed,
+                    pieces_by_node=recorder.pieces_by_node, **traffic)
     summary = build_summary(counts, inputs=inputs.total, duplicates=inputs.duplicates,
                             manifest_errors=inputs.errors, this_run=this_run,
                             frames_per_sample=cfg.segment.frames * cfg.segment.frames_per_bin,

@@ -21,6 +21,7 @@ def build_summary(counts: dict[str, Any], *, inputs: int, duplicates: int, manif
     summary = {
         "inputs": inputs,
         "duplicates": duplicates,
+        "changed": int(this_run.get("changed", 0)),   # rows redone this run: same id, other fields or files
         "manifest_errors": manifest_errors,
         "written": counts["written"],
         "skipped": counts["skipped"],
@@ -66,6 +67,8 @@ def format_table(summary: dict) -> str:
     ]
     if summary.get("duplicates"):
         rows.insert(1, ("duplicate rows", summary["duplicates"]))
+    if summary.get("changed"):
+        rows.insert(1, ("changed rows (redone)", summary["changed"]))
     lines = ["pipeline run summary", "-" * 40]
     lines += [f"{name:<24}{value:>16}" for name, value in rows]
     if summary["errors"]:

@@ -22,13 +22,15 @@ from pipeline.stages import ShardTask, VideoWork
 __all__ = ["WriteStage", "rows_digest", "outcome_of"]
 
 
-def rows_digest(video_ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(video_ids).encode()).hexdigest()[:32]
+def rows_digest(rows: list[str]) -> str:
+    """The identity of a task's rows: `<video_id>:<row fingerprint>` of each, in order (pipeline.driver)."""
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:32]
 
 
 def outcome_of(item: VideoWork) -> dict[str, Any]:
     """The one outcome of a video, as the stats file and the ledger record it."""
-    base = {"line": item.row.get("line"), "seconds": {k: round(v, 4) for k, v in item.seconds.items()}}
+    base = {"line": item.row.get("line"), "fingerprint": item.row.get("fingerprint"),
+            "seconds": {k: round(v, 4) for k, v in item.seconds.items()}}
     if item.status == "failed":
         return dict(base, status="failed", stage=item.stage or "?", error_class=item.error_class or "unknown",
                     message=item.message[:2000])
