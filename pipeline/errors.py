@@ -1,4 +1,5 @@
-"""The one error type stages raise for bad input: it becomes a counted, classified failure in the ledger."""
+"""What stages raise: `StageError` for bad input (a counted, classified failure in the ledger), `SkipSample` for
+a counted skip, and `JobFault` for a fault of the job's environment, which stops the whole job."""
 from __future__ import annotations
 
 
@@ -23,3 +24,24 @@ class SkipSample(Exception):
         super().__init__(f"skipped ({reason}) {message}".strip())
         self.reason = reason
         self.message = message
+
+
+class JobFault(Exception):
+    """The job's own environment broke (disk or bucket full, output folder gone, permission denied on the
+    output): not any input's fault, so it is not recorded per video (thousands of identical failures) but
+    stops the job with one line and exit code 1; a rerun after the fault is fixed resumes."""
+
+
+# errno values that mean "the place we write to is unusable", wherever it happens (scratch or output).
+FAULT_ERRNOS = frozenset({28, 122, 30})   # ENOSPC, EDQUOT, EROFS
+
+
+def job_fault_in(exc: BaseException | None) -> "JobFault | None":
+    """The JobFault behind an exception, through Ray's wrappers (RayTaskError.cause) and Python's chaining."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, JobFault):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        seen += 1
+    return None

@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from common import storage
-from common.cli import JobError
+from common.cli import JobError, one_line
 from common.config import add_config_args, load_from_args
 from common.ray_env import prepare_ray
 from pipeline import metrics
 from pipeline.config import OUTPUT_SECTIONS, PipelineConfig, asr_enabled, output_fingerprint, to_dict
 from pipeline.driver import Inputs, Plan, Recorder, plan_tasks, task_chunks
+from pipeline.errors import job_fault_in
 from pipeline.ledger import Ledger
 from pipeline.samples.shards import clean_incomplete, done_pieces, read_stats
 from pipeline.stages import (
@@ -436,9 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # the job itself broke (Ray, disk full, a bug outside the per-video stages)
+        fault = job_fault_in(exc)
+        if fault is not None:
+            print(f"error: the pipeline job stopped: {one_line(fault)} (fix it, then rerun the same command to "
+                  "resume)", file=sys.stderr)
+            return 1
         log.exception("pipeline job failed")
-        print(f"error: the pipeline job failed: {type(exc).__name__}: {exc} (rerun the same command to resume)",
-              file=sys.stderr)
+        print(f"error: the pipeline job failed: {type(exc).__name__}: {one_line(exc)} (rerun the same command to "
+              "resume)", file=sys.stderr)
         return 1
     print(format_table(summary))
     print(f"summary: {storage.redact(storage.join(cfg.output.dir, 'summary.json'))}")

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from pipeline import PIPELINE_VERSION
 from pipeline.config import PipelineConfig, asr_enabled
-from pipeline.errors import SkipSample, StageError
+from pipeline.errors import FAULT_ERRNOS, JobFault, SkipSample, StageError
 from pipeline.samples.shards import ShardSample
 
 
@@ -112,6 +112,12 @@ def run_stage(name: str, items: list[VideoWork], fn: Callable[[VideoWork], None]
             item.fail(exc.stage or name, exc.error_class, exc.message)
         except SkipSample as exc:
             item.skip(exc.reason, exc.message)
+        except JobFault:
+            raise
+        except OSError as exc:
+            if exc.errno in FAULT_ERRNOS:   # the disk we write to is full or read-only: every video would fail
+                raise JobFault(f"{name} of {item.video_id}: {exc.strerror}: {exc.filename or ''}".rstrip(": "))
+            item.fail(name, f"internal_{type(exc).__name__}", f"{item.video_id}: {exc}"[:500])
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the job; it is counted by class
             item.fail(name, f"internal_{type(exc).__name__}", f"{item.video_id}: {exc}"[:500])
         finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 from common import storage
 from pipeline.config import PipelineConfig, output_fingerprint
+from pipeline.errors import JobFault
 from pipeline.samples.shards import ShardWriter, piece_name
 from pipeline.stages import ShardTask, VideoWork
 
@@ -60,6 +61,10 @@ class WriteStage:
                 "input_shard": task.input_shard, "attempt": task.attempt, "rows_digest": task.rows_digest,
                 "fingerprint": self.fingerprint, "rows": [item.video_id for item in task.items],
                 "outcomes": outcomes})
+        except OSError as exc:   # the output is full, gone or not writable: nothing of this piece stays
+            writer.abort()
+            raise JobFault(f"cannot write {storage.redact(storage.join(self.directory, name))}: "
+                           f"{exc.strerror or exc}") from exc
         except BaseException:
             writer.abort()
             raise

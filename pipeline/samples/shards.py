@@ -101,8 +101,11 @@ class _TarSink:
             fs, path = storage.filesystem(self.final)
             self.handle = fs.open(path, "wb")
         self.size = 0
+        self.aborted = False
 
     def write(self, data: bytes) -> int:
+        if self.aborted:   # tarfile's buffers flush on garbage collection: nowhere to go after an abort
+            return len(data)
         self.size += len(data)
         return self.handle.write(data)
 
@@ -122,6 +125,7 @@ class _TarSink:
         return self.size
 
     def abort(self) -> None:
+        self.aborted = True
         try:
             if self.tmp is None:
                 discard = getattr(self.handle, "discard", None)  # fsspec buffered files: drop the upload
