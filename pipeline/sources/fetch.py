@@ -14,7 +14,9 @@ API
       ``.part`` file with ``Range``, a size cap, and content checks (an HTML/text page is not a video).
     - YouTube (an 11-character id, ``youtube.com/watch?v=``, ``youtu.be/``, ``/shorts/``, ``/embed/``,
       ``yt:ID``): yt-dlp's Python API in a child process with a hard timeout (``pipeline.sources.youtube``),
-      format capped at ``cfg.youtube.max_height``, English manual + automatic captions as VTT.
+      format capped at ``cfg.youtube.max_height``, English manual + automatic captions as VTT; requests
+      go through the node's shared budget, rate limit, backoff, circuit breaker and proxy/cookie rotation
+      (``pipeline.sources.throttle``).
 
     Downloads go to ``scratch_dir/<safe_file_stem(video_id)>/`` and are written as ``*.part`` and
     renamed when complete, so a finished file found there by a rerun (with a stable scratch folder) is
@@ -25,8 +27,9 @@ API
     ``http_429``, ``http_5xx``, ``http_timeout``, ``http_redirect_loop``, ``http_truncated``,
     ``http_error``, ``unreachable_host``, ``too_large``, ``not_video_content``, ``youtube_unavailable``,
     ``youtube_private``, ``youtube_age_restricted``, ``youtube_login_required``, ``youtube_geo_blocked``,
-    ``youtube_live``, ``youtube_rate_limited``, ``youtube_format_unavailable``, ``youtube_timeout``,
-    ``youtube_error``; a failed captions fetch is ``captions_<class>`` (or ignored with
+    ``youtube_live``, ``youtube_rate_limited``, ``youtube_bot_check``, ``youtube_breaker_open``,
+    ``youtube_budget_exhausted``, ``youtube_format_unavailable``, ``youtube_timeout``, ``youtube_error``
+    (``pipeline.sources.throttle.RETRYABLE`` names the YouTube classes a later run can change); a failed captions fetch is ``captions_<class>`` (or ignored with
     ``cfg.captions_required = False``, recorded in ``info["captions_error"]``).
 
 ``Fetched(video_path, captions_path, info, downloaded, files)``

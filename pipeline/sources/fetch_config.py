@@ -2,7 +2,8 @@
 
 `FetchConfig` (with `YouTubeConfig` under `fetch.youtube`) is the `fetch` section of the job YAML;
 `fetch_error(error_class, message)` is the `StageError` every fetcher raises; `suffix_of(url, default)` is
-the file suffix a download is stored under; `parse_rate("2M")` reads yt-dlp's speed caps. The fetchers
+the file suffix a download is stored under; `parse_rate("2M")` reads yt-dlp's speed caps; `redact(text)`
+hides proxy credentials. The fetchers
 (`fetch`, `http`, `youtube`) import this module; it imports none of them.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import StageError
 
-__all__ = ["FetchConfig", "YouTubeConfig", "fetch_error", "suffix_of", "parse_rate"]
+__all__ = ["FetchConfig", "YouTubeConfig", "fetch_error", "suffix_of", "parse_rate", "redact"]
 
 
 @dataclass
@@ -30,7 +31,21 @@ class YouTubeConfig:
     timeout_s: float = 1800.0        # hard limit for one video; the yt-dlp process tree is killed after
     socket_timeout_s: float = 30.0
     retries: int = 3                 # yt-dlp's own retries for HTTP errors and fragments
-    sleep_between_s: float = 0.0     # pause before each YouTube request (politeness / rate limits)
+    sleep_between_s: float = 0.0     # yt-dlp's own pause before each download (within one attempt)
+    # Staying unblocked at scale (pipeline.sources.throttle): limits shared by all workers of a node.
+    requests_per_minute: float = 20.0        # attempts per minute on this node (0: no limit)
+    proxy_requests_per_minute: float = 0.0   # attempts per minute through each proxy (0: no limit)
+    max_requests: int = 0                    # request budget per node and job (0: none)
+    max_attempts: int = 4                    # attempts per video on rate limits / bot checks
+    backoff_base_s: float = 10.0             # first backoff cap; doubles per attempt, full jitter
+    backoff_max_s: float = 600.0
+    breaker_threshold: int = 5               # consecutive bot checks that pause the node (0: never)
+    breaker_pause_s: float = 1800.0          # how long the node sends no YouTube request
+    breaker_max_wait_s: float = 3600.0       # how long a fetch waits for the pause to end (0: fail at once)
+    proxies: list[str] = field(default_factory=list)       # rotated per attempt (overrides `proxy`)
+    cookie_files: list[str] = field(default_factory=list)  # rotated per attempt (overrides `cookies_file`)
+    throttle_key: str = ""                   # share state under this name (default: per Ray job and node)
+    state_dir: str = ""                      # where the node's state lives (default: the temp dir)
 
     def validate(self) -> None:
         from common.config import ConfigError
@@ -39,6 +54,16 @@ class YouTubeConfig:
             raise ConfigError(f"config key 'fetch.youtube.max_height' must be >= 1, got {self.max_height}")
         if self.timeout_s <= 0:
             raise ConfigError("config key 'fetch.youtube.timeout_s' must be > 0")
+        for name in ("requests_per_minute", "proxy_requests_per_minute", "max_requests", "backoff_base_s",
+                     "backoff_max_s", "breaker_threshold", "breaker_pause_s", "breaker_max_wait_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config key 'fetch.youtube.{name}' must be >= 0, got {getattr(self, name)}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"config key 'fetch.youtube.max_attempts' must be >= 1, got {self.max_attempts}")
+        for proxy in self.proxies:
+            if not re.match(r"^(https?|socks4a?|socks5h?)://", str(proxy)):
+                raise ConfigError(f"config key 'fetch.youtube.proxies': {redact(str(proxy))!r} is not an "
+                                  "http(s):// or socks URL")
         if self.rate_limit:
             try:
                 parse_rate(self.rate_limit)
@@ -79,6 +104,11 @@ class FetchConfig:
 
 def fetch_error(error_class: str, message: str) -> StageError:
     return StageError("fetch", error_class, message)
+
+
+def redact(text: str | None) -> str:
+    """``scheme://user:pass@host`` -> ``scheme://***@host`` anywhere in ``text`` (proxy credentials)."""
+    return re.sub(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1***@", text or "")
 
 
 def parse_rate(text: str) -> int:

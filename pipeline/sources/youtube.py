@@ -10,17 +10,28 @@
     If only the captions fail to download, the video is fetched without them and
     ``info["youtube_captions_error"]`` says why (the transcript stage can fall back to ASR).
 
-``build_options(ycfg, out_dir, max_bytes) -> dict``
+    Every attempt goes through ``pipeline.sources.throttle.NodeThrottle`` first: the node's request
+    budget and rate (per node and per proxy), exponential backoff with full jitter and the next proxy /
+    cookie file after a rate limit or bot check (up to ``max_attempts``), and a circuit breaker that
+    pauses every worker of the node after ``breaker_threshold`` consecutive bot checks. Failures name the
+    proxy with its credentials redacted.
+
+``build_options(ycfg, out_dir, max_bytes, egress=None) -> dict``
     The ``yt_dlp.YoutubeDL`` options: format capped at ``max_height`` (``build_format``), subtitles
     (``writesubtitles``, ``writeautomaticsub``, ``subtitleslangs``, ``subtitlesformat="vtt"``),
-    ``cookiefile``, ``proxy``, ``ratelimit``, ``socket_timeout``, ``retries``, ``noplaylist``,
+    ``cookiefile``, ``proxy`` (``egress``'s when given), ``ratelimit``, ``socket_timeout``, ``retries``, ``noplaylist``,
     ``outtmpl``/``paths`` inside ``out_dir``, ``max_filesize``, no cache.
 
 ``classify_ytdlp_error(message) -> str``
     Maps yt-dlp's error text (``DownloadError``/``ExtractorError`` messages) to an error class:
-    ``youtube_private``, ``youtube_members_only``, ``youtube_age_restricted``, ``youtube_login_required``,
-    ``youtube_geo_blocked``, ``youtube_live``, ``youtube_rate_limited``, ``youtube_format_unavailable``,
-    ``too_large``, ``youtube_unavailable``, ``youtube_timeout``, ``youtube_network``, else ``youtube_error``.
+    ``youtube_private``, ``youtube_members_only``, ``youtube_age_restricted``, ``youtube_bot_check``
+    ("Sign in to confirm you’re not a bot", a captcha challenge), ``youtube_login_required``,
+    ``youtube_geo_blocked``, ``youtube_live``, ``youtube_rate_limited`` ("HTTP Error 429: Too Many
+    Requests", "This content isn't available, try again later ... rate-limited"),
+    ``youtube_format_unavailable``, ``too_large``, ``youtube_unavailable``, ``youtube_timeout``,
+    ``youtube_network``, else ``youtube_error``. ``pipeline.sources.throttle.RETRYABLE`` lists those a
+    later run can end differently for (rate limits, bot checks, timeouts, network, unknown); the rest
+    say something final about the video. All are failures, so ``--retry-failed`` redoes them.
 
 ``run_ytdlp(url, out_dir, options, timeout, label="") -> YouTubeResult``
     The child-process runner itself, for any URL yt-dlp understands. Tests use it with yt-dlp's
@@ -40,6 +51,7 @@ from pathlib import Path
 from pipeline.ids import is_youtube_id
 from pipeline.media import proc
 from pipeline.sources.fetch_config import FetchConfig, YouTubeConfig, fetch_error, parse_rate
+from pipeline.sources.throttle import Egress, NodeThrottle
 
 __all__ = ["YouTubeResult", "download_youtube", "run_ytdlp", "build_options", "build_format",
            "classify_ytdlp_error", "youtube_url"]
@@ -70,8 +82,9 @@ def build_format(ycfg: YouTubeConfig) -> str:
             f"/wv*+ba/w")
 
 
-def build_options(ycfg: YouTubeConfig, out_dir: str | os.PathLike, max_bytes: int = 0) -> dict:
-    """JSON-serialisable ``YoutubeDL`` options (the child adds its logger)."""
+def build_options(ycfg: YouTubeConfig, out_dir: str | os.PathLike, max_bytes: int = 0,
+                  egress: Egress | None = None) -> dict:
+    """JSON-serialisable ``YoutubeDL`` options (the child adds its logger); ``egress`` picks proxy/cookies."""
     out_dir = os.path.abspath(os.fspath(out_dir))
     options: dict = {
         "format": build_format(ycfg),
@@ -96,10 +109,12 @@ def build_options(ycfg: YouTubeConfig, out_dir: str | os.PathLike, max_bytes: in
     }
     if max_bytes:
         options["max_filesize"] = int(max_bytes)
-    if ycfg.cookies_file:
-        options["cookiefile"] = os.path.abspath(os.path.expanduser(ycfg.cookies_file))
-    if ycfg.proxy:
-        options["proxy"] = ycfg.proxy
+    cookie_file = egress.cookie_file if egress is not None else ycfg.cookies_file
+    proxy = egress.proxy if egress is not None else ycfg.proxy
+    if cookie_file:
+        options["cookiefile"] = os.path.abspath(os.path.expanduser(cookie_file))
+    if proxy:
+        options["proxy"] = proxy
     if ycfg.rate_limit:
         options["ratelimit"] = parse_rate(ycfg.rate_limit)
     if ycfg.sleep_between_s > 0:
@@ -113,13 +128,18 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("youtube_members_only", ("members-only", "members only", "join this channel")),
     ("youtube_age_restricted", ("confirm your age", "age-restricted", "age restricted",
                                 "inappropriate for some users")),
-    ("youtube_login_required", ("not a bot", "sign in to confirm", "login required", "use --cookies",
+    # yt-dlp: "Sign in to confirm you’re not a bot. Use --cookies-from-browser or --cookies ..." (a typographic
+    # apostrophe) and "... YouTube is requiring a captcha challenge before playback": the IP is flagged,
+    # not the video, so it is retryable and counts towards the node's breaker.
+    ("youtube_bot_check", ("not a bot", "requiring a captcha", "captcha challenge")),
+    ("youtube_login_required", ("sign in to confirm", "login required", "use --cookies",
                                 "only available for registered users")),
     ("youtube_geo_blocked", ("available in your country", "not available from your location",
                              "geo restriction", "geo-restricted")),
     ("youtube_live", ("live event will begin", "premieres in", "premiere will begin", "is not yet live",
                       "this live stream recording is not available")),
-    ("youtube_rate_limited", ("http error 429", "too many requests", "rate-limited", "try again later")),
+    ("youtube_rate_limited", ("http error 429", "too many requests", "rate-limited", "rate limited",
+                              "try again later")),
     ("youtube_format_unavailable", ("requested format is not available",)),
     ("too_large", ("larger than max-filesize",)),
     ("youtube_unavailable", ("video unavailable", "this video is unavailable", "has been removed",
@@ -144,8 +164,12 @@ def classify_ytdlp_error(message: str) -> str:
 def download_youtube(video: str, out_dir: str | os.PathLike, cfg: FetchConfig, label: str = "") -> YouTubeResult:
     """Download one YouTube video (id or URL) with captions; raises ``StageError(stage="fetch")``."""
     url = youtube_url(video) if is_youtube_id(video) else video
-    options = build_options(cfg.youtube, out_dir, cfg.max_bytes)
-    return run_ytdlp(url, out_dir, options, cfg.youtube.timeout_s, label=label or video)
+
+    def attempt(egress: Egress) -> YouTubeResult:
+        options = build_options(cfg.youtube, out_dir, cfg.max_bytes, egress)
+        return run_ytdlp(url, out_dir, options, cfg.youtube.timeout_s, label=label or video)
+
+    return NodeThrottle(cfg.youtube).run(attempt, label=label or video)
 
 
 def run_ytdlp(url: str, out_dir: str | os.PathLike, options: dict, timeout: float, label: str = "",

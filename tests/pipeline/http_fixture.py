@@ -21,6 +21,12 @@ Endpoints (NAME is a file added with ``add_file``):
   /html/NAME                the file's bytes served as text/html
   /gzip/NAME                the file gzip-compressed with ``Content-Encoding: gzip`` (asked for or not)
   /videopage/VIDEO/TRACK    an HTML page with <video src=/files/VIDEO> and an English <track src=/files/TRACK>
+  /blocked/KIND[/N]         YouTube blocking this IP: KIND ``bot`` (200) or ``ratelimit`` (429) with the error
+                            text yt-dlp reports for it (``YT_ERRORS``) as JSON ``{"error": ...}``; with N only the
+                            first N requests, later ones (and KIND ``ok``) answer ``{"ok": true}``
+
+Absolute-URI requests (``GET http://host:port/path``, what an HTTP proxy receives) are served as ``/path``,
+so a server can stand in for a proxy in ``fetch.youtube.proxies``; ``hits`` counts them under ``/path``.
 
 ``server.requests`` records (method, path, headers) of every request; ``server.hits(path)`` counts them.
 Only 127.0.0.1 is ever bound.
@@ -28,6 +34,7 @@ Only 127.0.0.1 is ever bound.
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import socket
 import threading
@@ -36,6 +43,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".vtt": "text/vtt",
           ".srt": "application/x-subrip", ".json": "application/json", ".html": "text/html", ".txt": "text/plain"}
+
+
+# yt-dlp's own final messages (yt_dlp/extractor/youtube/_video.py and _base.py's login hint; the test
+# test_youtube_throttle.py checks they are what yt-dlp builds) for YouTube's bot check and session rate limit.
+YT_ERRORS = {
+    "bot": "ERROR: [youtube] dQw4w9WgXcQ: Sign in to confirm you’re not a bot. Use --cookies-from-browser or "
+           "--cookies for the authentication. See  https://github.com/yt-dlp/yt-dlp/wiki/FAQ#how-do-i-pass-"
+           "cookies-to-yt-dlp  for how to manually pass cookies. Also see  https://github.com/yt-dlp/yt-dlp/wiki/"
+           "Extractors#exporting-youtube-cookies  for tips on effectively exporting YouTube cookies",
+    "ratelimit": "ERROR: [youtube] dQw4w9WgXcQ: This content isn't available, try again later. The current "
+                 "session has been rate-limited by YouTube for up to an hour. It is recommended to use `-t sleep` "
+                 "to add a delay between video requests to avoid exceeding the rate limit. For more information, "
+                 "refer to  https://github.com/yt-dlp/yt-dlp/wiki/Extractors#this-content-isnt-available-try-"
+                 "again-later",
+}
 
 
 class LocalHTTPServer:
@@ -113,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------------------------------
     def _dispatch(self, head: bool) -> None:
         path = self.path.split("?", 1)[0]
+        if re.match(r"^https?://", path):  # a proxy request: serve the path as if asked directly
+            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
         count = self.owner._record(self.command, path, dict(self.headers.items()))
         self.head_only = head
         try:
@@ -163,6 +187,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if not self.head_only:
                 self.wfile.write(page)
+            return
+        if kind == "blocked" and rest:
+            blocked = rest[0] in YT_ERRORS and (len(rest) < 2 or count <= int(rest[1]))
+            body = json.dumps({"error": YT_ERRORS[rest[0]]} if blocked else {"ok": True}).encode()
+            self.send_response(429 if blocked and rest[0] == "ratelimit" else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not self.head_only:
+                self.wfile.write(body)
             return
         if kind == "gzip" and rest:
             entry = self.owner.files.get("/".join(rest))

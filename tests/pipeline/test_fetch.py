@@ -359,7 +359,9 @@ def _extractor_error(message: str, video_id: str = "-bcdefghijk"):
     ("Video unavailable", "youtube_unavailable"),
     ("Sign in to confirm your age. This video may be inappropriate for some users.", "youtube_age_restricted"),
     ("Sign in to confirm you’re not a bot. Use --cookies-from-browser or --cookies for the authentication.",
-     "youtube_login_required"),
+     "youtube_bot_check"),
+    ("Login details are needed to download this content. Use --cookies-from-browser or --cookies for the "
+     "authentication.", "youtube_login_required"),
     ("Video unavailable. The uploader has not made this video available in your country", "youtube_geo_blocked"),
     ("This video is not available from your location due to geo restriction", "youtube_geo_blocked"),
     ("This live event will begin in 3 hours.", "youtube_live"),
