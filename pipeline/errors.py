@@ -5,7 +5,8 @@ from __future__ import annotations
 
 class StageError(Exception):
     """A per-input failure: `stage` that failed, `error_class` (a short stable name used for counting,
-    e.g. "http_404", "not_video", "decode_timeout"), and a one-line message naming the input."""
+    e.g. "http_404", "not_video", "decode_timeout", "frame_time_mismatch": decoded frames not from the
+    sample's times), and a one-line message naming the input."""
 
     def __init__(self, stage: str, error_class: str, message: str):
         super().__init__(f"[{stage}/{error_class}] {message}")

@@ -60,6 +60,7 @@ class VideoWork:
     segment_rejects: dict[str, int] = dataclasses.field(default_factory=dict)
     samples: list[ShardSample] = dataclasses.field(default_factory=list)
     dropped_samples: int = 0
+    dropped_reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # error class -> samples
 
     @property
     def video_id(self) -> str:
@@ -247,7 +248,9 @@ class SegmentStage:
         from pipeline.transcripts.types import Word
 
         words = [Word(*w) for w in item.words or []]
-        plans, rejects = plan_samples(item.video_id, item.info["duration"], words, self.cfg.segment)
+        # Spans lie within the picture (caption clock 0 .. the video stream's end), not the container's
+        # duration: audio running on after the picture would otherwise get samples of a repeated frame.
+        plans, rejects = plan_samples(item.video_id, item.video_info().video_duration, words, self.cfg.segment)
         item.segment_rejects = dict(rejects)
         if not plans:
             reason = Counter(rejects).most_common(1)[0][0] if rejects else "no_samples"
@@ -293,7 +296,7 @@ class DecodeStage:
         return item.fetched["video_path"]
 
     def one(self, item: VideoWork) -> None:
-        from pipeline.media.decode import decode_frames
+        from pipeline.media.decode import check_frame_times, decode_frames
 
         path = self._video_path(item)
         info = item.video_info()
@@ -301,8 +304,14 @@ class DecodeStage:
         for plan in item.plans:
             try:
                 frames = decode_frames(path, info, plan.frame_times, self.cfg.decode)
+                # Frames from other times than the windows they are paired with (a clock mapped
+                # wrongly, the last frame standing in past the picture's end) are never written.
+                why = check_frame_times(plan.frame_times, frames.times, info.fps)
+                if why is not None:
+                    raise StageError("decode", "frame_time_mismatch", f"{item.video_id} {plan.key}: {why}")
             except StageError as exc:
                 item.dropped_samples += 1
+                item.dropped_reasons[exc.error_class] = item.dropped_reasons.get(exc.error_class, 0) + 1
                 first_error = first_error or exc
                 continue
             members = {f"{i:03d}.jpg": jpeg for i, jpeg in enumerate(frames.jpegs)}

@@ -37,7 +37,10 @@ def outcome_of(item: VideoWork) -> dict[str, Any]:
                     message=item.message[:2000])
     if item.status == "skipped" or not item.samples:
         return dict(base, status="skipped", reason=item.reason or "no_samples", message=item.message)
-    return dict(base, status="written", keys=[s.key for s in item.samples], dropped_samples=item.dropped_samples)
+    written = dict(base, status="written", keys=[s.key for s in item.samples], dropped_samples=item.dropped_samples)
+    if item.dropped_reasons:  # error class -> samples dropped (e.g. frame_time_mismatch)
+        written["dropped_reasons"] = dict(sorted(item.dropped_reasons.items()))
+    return written
 
 
 class WriteStage:

@@ -2,6 +2,14 @@
 
 `decode_frames(path, info, times, cfg) -> DecodedFrames` returns one JPEG per requested time: the first
 frame shown at or after that time (a time past the last frame gets the last frame of the span).
+Times are on the caption clock: 0 is the video's first presented frame (`VideoInfo.clock_zero` in
+stream time; not 0 for MPEG-TS recordings, edit lists, `-itsoffset`, negative starts), as players and
+caption files count. A requested time t is decoded at stream time clock_zero + t, with `-copyts` so the
+frames keep their stream timestamps whatever the container's start, and the reported times are mapped
+back (`DecodedFrames.times`, the shard's `frames.decoded_times`). `check_frame_times` tells whether the
+frames are the requested ones (within one frame interval, no frame repeated across distinct times).
+A seek that lands after the requested time (MPEG-TS seeks by bytes) is detected from the first frame's
+time and redone from further back (SEEK_BACKOFF_S), in both modes.
 Two ways, chosen per sample (`mode`):
 - `span`: one ffmpeg process seeks (`-ss` before `-i`: demuxer seek to the keyframe before the span,
   then exact) to the span start, reads only the span (`-t` as an input option), and a `select` filter
@@ -18,7 +26,8 @@ timeout that kills the process tree).
 
 `extract_audio(path, out, cfg)` writes 16 kHz mono PCM WAV for ASR.
 
-Errors: StageError("decode", "decode_timeout" | "decode_failed" | "decode_no_frames" | "tool_missing").
+Errors: StageError("decode", "decode_timeout" | "decode_failed" | "decode_no_frames" | "tool_missing");
+the decode stage adds "frame_time_mismatch" (check_frame_times) for samples it drops.
 """
 from __future__ import annotations
 
@@ -39,6 +48,10 @@ PTS_TIME = re.compile(rb"\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(-?[0-9.eE+-]+)")
 # A frame whose time is this close below a requested time counts as "at" it (timebases such as 1/15360
 # cannot hold every millisecond exactly).
 TIME_TOLERANCE_S = 0.002
+# check_frame_times: decoded times are rounded to the millisecond and timebases are inexact.
+FRAME_CHECK_EPSILON_S = 0.005
+# check_frame_times: the longest gap between frames a variable-frame-rate video may have (see there).
+VFR_GAP_S = 1.0
 
 
 @dataclasses.dataclass
@@ -71,7 +84,7 @@ class DecodeConfig:
 @dataclasses.dataclass
 class DecodedFrames:
     jpegs: list[bytes]          # one per requested time, in the requested order
-    times: list[float]          # the source time of the frame actually used for each request
+    times: list[float]          # caption-clock time of the frame actually used for each request
     width: int
     height: int
     processes: int = 1          # ffmpeg processes run (for the benchmark)
@@ -132,24 +145,55 @@ def choose_mode(times: Sequence[float], cfg: DecodeConfig) -> str:
     return "seek" if gap > cfg.seek_min_gap_s else "span"
 
 
-def _decode_span(path: str, times: list[float], size: tuple[int, int], cfg: DecodeConfig) -> tuple[list[bytes], list[float]]:
-    """One process: seek to the first time, read up to the last, keep the first frame at/after each time."""
+def _seek_arg(info: VideoInfo, stream_time: float) -> str:
+    # ffmpeg's input -ss counts from the container's start_time (it adds it before seeking, and its
+    # accurate-seek trim uses the same point, -copyts or not); the container may start before the video.
+    return f"{max(0.0, stream_time - info.container_start):.6f}"
+
+
+# When a container's seek lands after the requested time (MPEG-TS seeks by bytes and can land
+# on the keyframe after it), seek again this much earlier, and let a select filter find the frame.
+SEEK_BACKOFF_S = (0.0, 4.0, 16.0, 64.0)
+
+
+def _span_pass(path: str, info: VideoInfo, times: list[float], size: tuple[int, int], cfg: DecodeConfig,
+               back: float) -> tuple[list[bytes], list[float], str]:
     ffmpeg = require("ffmpeg", "ffmpeg-python", why="building ffmpeg commands")
-    start = max(0.0, min(times) - 0.01)
+    start = min(times) - 0.01 - back
+    seek = _seek_arg(info, start)
     length = max(times) - start + 1.0  # one second of slack so the last request always has a frame
-    rel = sorted({round(t - start - TIME_TOLERANCE_S, 6) for t in times})
+    rel = sorted({round(t - TIME_TOLERANCE_S, 6) for t in times})
     # prev_pts*TB is the previous decoded frame's time (NAN for the first one, and NAN >= x is false):
     # a frame is kept when a requested time lies in (previous frame, this frame].
     expr = "+".join(f"gte(t,{r:.6f})*not(gte(prev_pts*TB,{r:.6f}))" for r in rel)
-    stream = ffmpeg.input(_local(path), ss=f"{start:.6f}", t=f"{length:.6f}", threads=cfg.threads)
+    stream = ffmpeg.input(_local(path), ss=seek, t=f"{length:.6f}", threads=cfg.threads, copyts=None)
     stream = (stream.video.filter("select", expr).filter("showinfo")
               .filter("scale", size[0], size[1], flags=cfg.scale_flags))
     out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", an=None, sn=None)
     result = _run_ffmpeg(_ffmpeg_args(cfg, out), cfg, path, cfg.timeout_s)
     frames = _split_frames(result.stdout, *size)
-    pts = [float(m.group(1)) + start for m in PTS_TIME.finditer(result.stderr or b"")]
+    pts = [float(m.group(1)) for m in PTS_TIME.finditer(result.stderr or b"")]
     if len(pts) != len(frames):  # showinfo must describe every frame we got; otherwise trust nothing
         pts = pts[: len(frames)] if len(pts) > len(frames) else pts + [math.nan] * (len(frames) - len(pts))
+    return frames, pts, seek
+
+
+def _decode_span(path: str, info: VideoInfo, times: list[float], size: tuple[int, int],
+                 cfg: DecodeConfig) -> tuple[list[bytes], list[float], int]:
+    """One process: seek to the first time, read up to the last, keep the first frame at/after each time.
+
+    `times` are stream times. -copyts keeps the frames' own timestamps, so the select filter's `t` and
+    showinfo's pts_time are stream times too, whatever the container's or the stream's start. When the
+    first frame kept is later than the first request by more than a frame, the seek overshot (MPEG-TS)
+    and the span is read again from further back (SEEK_BACKOFF_S).
+    """
+    interval = 1.0 / info.fps if info.fps and info.fps > 0 else 1.0
+    processes = 0
+    for back in SEEK_BACKOFF_S:
+        frames, pts, seek = _span_pass(path, info, times, size, cfg, back)
+        processes += 1
+        if not frames or (math.isfinite(pts[0]) and pts[0] <= min(times) + interval) or seek == "0.000000":
+            break
     if not frames:
         raise StageError("decode", "decode_no_frames",
                          f"no frame of {path} at {min(times):.3f}..{max(times):.3f}s (past the end of the video?)")
@@ -157,37 +201,57 @@ def _decode_span(path: str, times: list[float], size: tuple[int, int], cfg: Deco
     for t in times:
         index = next((i for i, p in enumerate(pts) if not math.isnan(p) and p >= t - TIME_TOLERANCE_S - 1e-6), None)
         if index is None:
-            # Past the last frame read: the last frame of the span stands in (the video ended early).
+            # Past the last frame read: the last frame of the span stands in (the video ended early);
+            # its real time is reported, so check_frame_times sees the gap.
             index = len(frames) - 1
         chosen.append(frames[index])
         chosen_times.append(pts[index])
-    return chosen, chosen_times
+    return chosen, chosen_times, processes
 
 
-def _decode_seek(path: str, times: list[float], size: tuple[int, int], cfg: DecodeConfig) -> tuple[list[bytes], list[float]]:
-    """One short process per requested time: seek, decode one frame."""
+def _decode_seek(path: str, info: VideoInfo, times: list[float], size: tuple[int, int],
+                 cfg: DecodeConfig) -> tuple[list[bytes], list[float], int]:
+    """One short process per requested (stream) time: seek, decode one frame (-copyts: stream times)."""
     ffmpeg = require("ffmpeg", "ffmpeg-python", why="building ffmpeg commands")
+    interval = 1.0 / info.fps if info.fps and info.fps > 0 else 1.0
     chosen, chosen_times, last = [], [], None
+    processes = 0
     for t in times:
-        stream = ffmpeg.input(_local(path), ss=f"{max(0.0, t):.6f}", threads=cfg.threads)
-        stream = stream.video.filter("showinfo").filter("scale", size[0], size[1], flags=cfg.scale_flags)
-        out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", an=None, sn=None,
-                            **{"frames:v": 1})
-        result = _run_ffmpeg(_ffmpeg_args(cfg, out), cfg, path, cfg.timeout_s)
-        frames = _split_frames(result.stdout, *size)
-        pts = [float(m.group(1)) + t for m in PTS_TIME.finditer(result.stderr or b"")]
-        if frames:
-            last = (frames[0], pts[0] if pts else t)
+        got, seek = None, None
+        target = t - TIME_TOLERANCE_S
+        for back in SEEK_BACKOFF_S:
+            if seek == "0.000000":
+                break  # the last try already read from the start of the file
+            seek = _seek_arg(info, target - back)
+            stream = ffmpeg.input(_local(path), ss=seek, threads=cfg.threads,
+                                  copyts=None)
+            # select: the first frame at/after the request, also when the seek point is earlier than it.
+            stream = (stream.video.filter("select", f"gte(t,{target:.6f})").filter("showinfo")
+                      .filter("scale", size[0], size[1], flags=cfg.scale_flags))
+            out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
+                                an=None, sn=None, **{"frames:v": 1})
+            result = _run_ffmpeg(_ffmpeg_args(cfg, out), cfg, path, cfg.timeout_s)
+            processes += 1
+            frames = _split_frames(result.stdout, *size)
+            pts = [float(m.group(1)) for m in PTS_TIME.finditer(result.stderr or b"")]
+            if not frames:
+                break  # past the last frame: seeking earlier cannot help
+            got = (frames[0], pts[0] if pts else math.nan)
+            if math.isfinite(got[1]) and got[1] <= t + interval:
+                break  # the frame shown at t (a later one means the seek overshot it)
+        if got is not None:
+            last = got
         elif last is None:
             raise StageError("decode", "decode_no_frames", f"no frame of {path} at {t:.3f}s (past the end?)")
         chosen.append(last[0])
         chosen_times.append(last[1])
-    return chosen, chosen_times
+    return chosen, chosen_times, processes
 
 
 def decode_frames(path: str | os.PathLike, info: VideoInfo, times: Sequence[float],
                   cfg: DecodeConfig | None = None) -> DecodedFrames:
-    """JPEGs of the frames at `times` (seconds on the source clock), resized per `cfg`."""
+    """JPEGs of the frames at `times` (seconds on the caption clock: 0 = the first presented frame,
+    `info.clock_zero` in stream time), resized per `cfg`; `DecodedFrames.times` are on the same clock."""
     cfg = cfg or DecodeConfig()
     path = os.fspath(path)
     times = [float(t) for t in times]
@@ -195,15 +259,41 @@ def decode_frames(path: str | os.PathLike, info: VideoInfo, times: Sequence[floa
         raise ValueError("decode_frames needs at least one time")
     size = output_size(info.width, info.height, cfg)
     mode = choose_mode(times, cfg)
+    zero = info.clock_zero
+    stream_times = [zero + t for t in times]
     if mode == "span":
-        frames, used = _decode_span(path, times, size, cfg)
-        processes = 1
+        frames, used, processes = _decode_span(path, info, stream_times, size, cfg)
     else:
-        frames, used = _decode_seek(path, times, size, cfg)
-        processes = len(times)
+        frames, used, processes = _decode_seek(path, info, stream_times, size, cfg)
     jpegs = _encode_jpegs(frames, size[0], size[1], cfg.jpeg_quality)
-    return DecodedFrames(jpegs=jpegs, times=[round(u, 3) for u in used], width=size[0], height=size[1],
+    return DecodedFrames(jpegs=jpegs, times=[round(u - zero, 3) for u in used], width=size[0], height=size[1],
                          processes=processes)
+
+
+def check_frame_times(requested: Sequence[float], decoded: Sequence[float], fps: float) -> str | None:
+    """Why the decoded frames are not the requested ones (None: they are); the decode stage drops such
+    a sample as `frame_time_mismatch`.
+
+    A decoded frame earlier than its request by more than one frame interval (1/fps, plus rounding) is a
+    stand-in past the last frame (the picture ended before the container, or the file was cut short).
+    A later one is the wrong picture (a clock mapped wrongly, a seek that overshot); the late side allows
+    up to VFR_GAP_S when that is more than the interval, because a variable-frame-rate video (screen
+    recordings, phones) legitimately has gaps longer than its average interval, and the frame shown at t
+    is then the next one. Two requests further apart than that allowance must not get the same frame.
+    Unknown fps: one second stands in for the interval.
+    """
+    interval = 1.0 / fps if fps and fps > 0 else 1.0
+    early = interval + FRAME_CHECK_EPSILON_S
+    late = max(interval, VFR_GAP_S) + FRAME_CHECK_EPSILON_S
+    for t, d in zip(requested, decoded):
+        if not math.isfinite(d) or d < t - early or d > t + late:
+            return f"frame for {t:.3f}s is at {d:.3f}s (more than one frame interval, {interval:.3f}s, away)"
+    by_time: dict[float, float] = {}
+    for t, d in zip(requested, decoded):
+        other = by_time.setdefault(d, t)
+        if abs(other - t) > late:
+            return f"the same frame ({d:.3f}s) came back for {other:.3f}s and {t:.3f}s"
+    return None
 
 
 def extract_audio(path: str | os.PathLike, out_path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Path:

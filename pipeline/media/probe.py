@@ -12,6 +12,11 @@ the last video packet (one demux pass without decoding: WebM written without a d
 browser recorder). Rotation comes from the display matrix side data (or the legacy `rotate` tag) and is
 given as degrees clockwise in {0, 90, 180, 270}; `width`/`height` are the displayed size (swapped for 90
 and 270), which is what ffmpeg's decoder outputs with its default autorotation.
+
+Clock: `video_start` is the stream time of the first presented video frame (ffprobe's frame times of
+the first packets; the stream's start_time when none decodes), `video_end` the stream's start plus its
+own duration (the container's end when the stream has none). Caption time 0 is `video_start`, and
+`video_duration` (end - start) is the picture's extent that samples are placed in.
 """
 from __future__ import annotations
 
@@ -56,6 +61,26 @@ class VideoInfo:
     n_frames: int | None = None  # from the container when it says so
     bit_rate: int | None = None
     size_bytes: int = 0
+    # The video stream's own extent, in stream seconds (the clock of the file's timestamps). Caption and
+    # transcript time 0 is `video_start`, the first presented frame (as players show it), which is not 0
+    # for MPEG-TS recordings, edit lists, `-itsoffset` or negative starts; `video_end` is where the
+    # picture ends, which can be well before the container's end (audio running on). None: unknown
+    # (info recorded before these fields existed); then the container's start and duration stand in.
+    video_start: float | None = None
+    video_end: float | None = None
+    container_start: float = 0.0  # the container's start_time: ffmpeg's `-ss` counts from it
+
+    @property
+    def clock_zero(self) -> float:
+        """Stream time of caption time 0."""
+        return self.video_start if self.video_start is not None else self.container_start
+
+    @property
+    def video_duration(self) -> float:
+        """Seconds of picture on the caption clock: samples are placed within [0, video_duration)."""
+        if self.video_end is not None and self.video_end > self.clock_zero:
+            return self.video_end - self.clock_zero
+        return self.duration
 
     def to_json(self) -> dict[str, Any]:
         """The `video` part of the shard json (ARCHITECTURE.md)."""
@@ -82,6 +107,15 @@ def _float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return result if math.isfinite(result) and result > 0 else None
+
+
+def _time(value: Any) -> float | None:
+    """A timestamp in seconds; unlike `_float`, zero and negative values are real times."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
 
 
 def _tag_duration(tags: dict[str, str] | None) -> float | None:
@@ -141,6 +175,26 @@ def _scan_duration(path: str, cfg: ProbeConfig) -> float | None:
     return end
 
 
+def _first_frame_time(path: str, cfg: ProbeConfig) -> float | None:
+    """Time of the first presented video frame, by decoding the first packets.
+
+    The stream's start_time is the first packet's timestamp, which is not always a shown frame: packets
+    an edit list discards, B-frame reordering, negative starts. The smallest presentation time of the
+    first decoded frames is what a player shows first. None when nothing decodes (the caller falls back
+    on start_time; a broken file fails later, in decode, with its own class).
+    """
+    try:
+        data = _ffprobe_json(path, cfg, ["-select_streams", "v:0", "-read_intervals", "%+#30",
+                                         "-show_entries", "frame=pts_time,best_effort_timestamp_time"],
+                             cfg.timeout_s)
+    except StageError:
+        return None
+    times = [t for frame in data.get("frames") or []
+             for t in [_time(frame.get("pts_time")) if frame.get("pts_time") not in (None, "N/A")
+                       else _time(frame.get("best_effort_timestamp_time"))] if t is not None]
+    return min(times) if times else None
+
+
 def probe(path: str | os.PathLike, cfg: ProbeConfig | None = None) -> VideoInfo:
     cfg = cfg or ProbeConfig()
     path = os.fspath(path)
@@ -179,6 +233,18 @@ def probe(path: str | os.PathLike, cfg: ProbeConfig | None = None) -> VideoInfo:
     n_frames = int(video["nb_frames"]) if str(video.get("nb_frames", "")).isdigit() else None
     if not fps and n_frames and duration:
         fps = n_frames / duration
+    container_start = _time(fmt.get("start_time")) or 0.0
+    stream_start = _time(video.get("start_time"))
+    first_frame = _first_frame_time(path, cfg)
+    video_start = first_frame if first_frame is not None else (
+        stream_start if stream_start is not None else container_start)
+    # The picture's end: the stream's own duration (mp4 track, Matroska per-stream tag, MPEG-TS packet
+    # estimate) from its start, not the container's, which also covers audio running on past the picture.
+    stream_duration = _float(video.get("duration")) or _tag_duration(video.get("tags"))
+    if stream_duration is not None:
+        video_end = (stream_start if stream_start is not None else container_start) + stream_duration
+    else:
+        video_end = container_start + duration
     size = int(fmt["size"]) if str(fmt.get("size", "")).isdigit() else 0
     bit_rate = int(fmt["bit_rate"]) if str(fmt.get("bit_rate", "")).isdigit() else None
     return VideoInfo(duration=duration, fps=fps, width=width, height=height, rotation=rotation,
@@ -186,4 +252,5 @@ def probe(path: str | os.PathLike, cfg: ProbeConfig | None = None) -> VideoInfo:
                      audio_codec=str(audios[0].get("codec_name")) if audios else None,
                      has_audio=bool(audios), coded_width=coded_w, coded_height=coded_h,
                      format_name=str(fmt.get("format_name") or ""), n_frames=n_frames,
-                     bit_rate=bit_rate, size_bytes=size)
+                     bit_rate=bit_rate, size_bytes=size, video_start=video_start, video_end=video_end,
+                     container_start=container_start)
