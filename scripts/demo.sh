@@ -12,11 +12,13 @@ $PY -m pipeline.demo --out data/demo --videos 128   # ~1200 samples (4 overlappi
 
 # Outputs made from another corpus (an older generator version or size) would be resumed with stale
 # shards: start $RUN afresh when the corpus it was made from is not the one in data/demo.
-if [ -d "$RUN" ] && ! cmp -s data/demo/.demo-done.json "$RUN/corpus.json"; then
-  echo "data/demo changed since $RUN was made (see data/demo/.demo-done.json): removing $RUN and starting afresh"
+# Likewise when the outputs' layout changed (v2: input shards written by the workers, ledger rebuilt from them).
+LAYOUT=v2-worker-shards
+if [ -d "$RUN" ] && { ! cmp -s data/demo/.demo-done.json "$RUN/corpus.json" || [ "$(cat "$RUN/layout" 2>/dev/null)" != "$LAYOUT" ]; }; then
+  echo "data/demo or the output layout changed since $RUN was made: removing $RUN and starting afresh"
   rm -rf "$RUN"
 fi
-mkdir -p "$RUN" && cp data/demo/.demo-done.json "$RUN/corpus.json"
+mkdir -p "$RUN" && cp data/demo/.demo-done.json "$RUN/corpus.json" && echo "$LAYOUT" > "$RUN/layout"
 
 step "2/5 Ray pipeline -> $RUN/pipeline"
 $PY -m pipeline run --config configs/demo.yaml
