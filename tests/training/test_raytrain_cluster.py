@@ -16,8 +16,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
 
 def raytrain(cluster: LocalCluster, config, *args: str):
+    # The cluster runs without token auth (tests/ray_cluster.py); an earlier test in this process may have set
+    # RAY_AUTH_MODE=token (common.ray_env for private local clusters), which Ray Train's actors then trip on.
     result = run([PY, "-m", "training.raytrain", "--config", str(config), "--workers", "2",
-                  "--address", cluster.address, *args], timeout=420)
+                  "--address", cluster.address, *args], timeout=420, RAY_AUTH_MODE="disabled")
     assert result.returncode == 0, result.stdout[-4000:]
     return result
 
