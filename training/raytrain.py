@@ -95,17 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         run_config=RunConfig(name="tvts-pretrain", storage_path=str(ray_dir)),
     )
     try:
-        try:
-            trainer.fit()
-        except ray.exceptions.ActorDiedError as exc:
-            # Seen with Ray 2.60 on a loaded machine: Train's controller actor is dropped before it starts
-            # ("all references to the actor were removed", never_started). Nothing ran, so start the run once
-            # more (a run that did start resumes from its newest complete checkpoint by the same rules).
-            if "never_started: true" not in str(exc) and "before finishing this task" not in str(exc):
-                raise
-            print("[ray train] the controller actor died before the run started; starting it once more",
-                  file=sys.stderr)
-            trainer.fit()
+        trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's error; show its last line
         from common.cli import one_line
 
