@@ -217,3 +217,16 @@ def load_from_args(cls: type[T], args: argparse.Namespace, job: str) -> T:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_protocols(key: str, locations: list[str]) -> None:
+    """ConfigError (one line naming `key`) for a location whose protocol fsspec cannot serve here (an unknown
+    protocol, a missing s3fs/gcsfs). Whether a bucket or object exists is checked when the job starts."""
+    from common.storage import StorageError, filesystem, is_local
+
+    for location in (loc.strip() for loc in locations):
+        if location and not is_local(location):
+            try:
+                filesystem(location, f"config key '{key}':")
+            except StorageError as exc:
+                raise ConfigError(str(exc)) from None

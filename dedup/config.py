@@ -8,27 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from common.config import ConfigError
+from common.config import ConfigError, check_protocols
 
 DOWNSTREAM_FORMATS = ("ssv2", "kinetics", "ucf101", "hmdb51", "msrvtt", "msvd", "didemo", "lsmdc", "folder")
 
 
-def check_protocols(key: str, locations: list[str]) -> None:
-    """ConfigError (one line naming `key`) for a location whose protocol fsspec cannot serve here (an
-    unknown protocol, a missing s3fs/gcsfs). Buckets are checked when the job starts (dedup/leakage.py)."""
-    from common.storage import StorageError, filesystem, is_local
-
-    for location in (loc.strip() for loc in locations):
-        if location and not is_local(location):
-            try:
-                filesystem(location, f"config key '{key}':")
-            except StorageError as exc:
-                raise ConfigError(str(exc)) from None
-
-
-def check_output(out_dir: str, rewrite_shards: bool) -> None:
-    # rewrite_shards goes through pipeline.samples.shards.ShardWriter, which writes to a folder or a URL alike.
-    check_protocols("output.dir", [out_dir])
 
 
 @dataclass
@@ -203,7 +187,7 @@ class LeakageConfig:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ConfigError(f"config key 'downstream': dataset name {sorted(dup)[0]!r} is used twice")
-        check_output(self.output.dir, self.output.rewrite_shards)
+        check_protocols("output.dir", [self.output.dir])
 
 
 @dataclass
@@ -227,4 +211,4 @@ class NearDupsConfig:
     def validate(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise ConfigError("config key 'threshold' must be a cosine similarity in [-1, 1]")
-        check_output(self.output.dir, self.output.rewrite_shards)
+        check_protocols("output.dir", [self.output.dir])

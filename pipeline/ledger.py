@@ -120,9 +120,6 @@ class Ledger:
         cur = self.db.execute("SELECT * FROM outcomes ORDER BY line, video_id")
         return [self._record(cur.description, row) for row in cur.fetchall()]
 
-    def recorded_ids(self) -> set[str]:
-        return {vid for (vid,) in self.db.execute("SELECT video_id FROM outcomes")}
-
     def attempts(self, video_id: str) -> int:
         row = self.db.execute("SELECT attempts FROM outcomes WHERE video_id = ?", (video_id,)).fetchone()
         return int(row[0]) if row else 0

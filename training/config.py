@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from common.config import ConfigError
+from common.config import ConfigError, check_protocols
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -64,16 +64,6 @@ class DataConfig:
         check_protocols("data.blocklist", self.blocklist)
 
 
-def check_protocols(key: str, locations: list[str]) -> None:
-    """ConfigError (one line naming `key`) for a location whose protocol fsspec cannot serve here."""
-    from common.storage import StorageError, filesystem, is_local
-
-    for location in (loc.strip() for loc in locations):
-        if location and not is_local(location):
-            try:
-                filesystem(location, f"config key '{key}':")
-            except StorageError as exc:
-                raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -162,19 +162,6 @@ class ShardWriter:
         self._bytes = 0
         self._keys: set[str] = set()
 
-    # --- state of the open shard
-    @property
-    def open_samples(self) -> int:
-        return len(self._rows)
-
-    @property
-    def open_bytes(self) -> int:
-        return self._bytes
-
-    @property
-    def open_videos(self) -> list[str]:
-        return list(self._videos)
-
     def current_name(self) -> str:
         return self.name or shard_name(self.next_index)
 
