@@ -2,7 +2,7 @@
 
 Sections: input, output, fetch (pipeline.sources.fetch), probe, transcript (+ its word cleaning, pipeline.transcripts.clean),
 asr (pipeline.transcripts.asr), segment (pipeline.samples.segment), decode, embed (optional clip features, features.embed),
-shards, ray; plus the shared top-level `seed`. Every key can be overridden on the command line:
+shards, ray, stall (pipeline.watchdog); plus the shared top-level `seed`. Every key can be overridden on the command line:
 `python -m pipeline run --config configs/demo.yaml --set decode.short_side=320 --set ray.num_cpus=4`.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pipeline.samples.shards import ShardsConfig
 from pipeline.sources.fetch_config import FetchConfig
 from pipeline.transcripts.asr import AsrConfig
 from pipeline.transcripts.clean import CleanConfig
+from pipeline.watchdog import StallConfig
 
 
 @dataclass
@@ -116,6 +117,7 @@ class PipelineConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    stall: StallConfig = field(default_factory=StallConfig)
     seed: int = 0
 
     def validate(self) -> None:

@@ -35,6 +35,7 @@ from pipeline import PIPELINE_VERSION
 from pipeline.config import PipelineConfig, asr_enabled
 from pipeline.errors import FAULT_ERRNOS, JobFault, SkipSample, StageError
 from pipeline.samples.shards import ShardSample
+from pipeline.watchdog import Stalled, StallWatch
 
 
 @dataclasses.dataclass
@@ -102,13 +103,17 @@ def _cleanup(item: VideoWork, cfg: PipelineConfig) -> None:
 
 
 def run_stage(name: str, items: list[VideoWork], fn: Callable[[VideoWork], None], cfg: PipelineConfig) -> list[VideoWork]:
-    """Apply `fn` to each ok item, turning exceptions into outcomes, timing it under `name`."""
+    """Apply `fn` to each ok item, turning exceptions into outcomes, timing it under `name`; a step with
+    no progress for `stall.timeout_s` is retried, then fails with `stalled` (pipeline.watchdog)."""
+    watch = StallWatch(cfg.stall)
     for item in items:
         if not item.ok:
             continue
         started = time.perf_counter()
         try:
-            fn(item)
+            watch.run(fn, item, f"{name} of {item.video_id}")
+        except Stalled as exc:
+            item.fail(name, "stalled", str(exc))
         except StageError as exc:
             item.fail(exc.stage or name, exc.error_class, exc.message)
         except SkipSample as exc:

@@ -129,8 +129,11 @@ def run(
         start_new_session=True,
         text=text,
     )
+    from pipeline import watchdog
+
     try:
-        stdout, stderr = proc.communicate(input=stdin, timeout=timeout)
+        with watchdog.allow(timeout):   # limited by its own timeout: the stall watchdog waits for it
+            stdout, stderr = proc.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_tree(proc)
         stdout, stderr = _drain(proc)

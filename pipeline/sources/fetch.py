@@ -23,7 +23,7 @@ API
     reused and a ``.part`` is resumed. ``row.captions`` (path or URL) is fetched the same way.
 
     Failures raise ``pipeline.errors.StageError(stage="fetch", error_class=...)``. Classes:
-    ``not_found``, ``not_a_file``, ``fsspec_error``, ``http_404``, ``http_403``, ``http_4xx``,
+    ``not_found``, ``not_a_file``, ``fsspec_error``, ``fsspec_timeout``, ``http_404``, ``http_403``, ``http_4xx``,
     ``http_429``, ``http_5xx``, ``http_timeout``, ``http_redirect_loop``, ``http_truncated``,
     ``http_error``, ``unreachable_host``, ``too_large``, ``not_video_content``, ``youtube_unavailable``,
     ``youtube_private``, ``youtube_age_restricted``, ``youtube_login_required``, ``youtube_geo_blocked``,
@@ -54,6 +54,7 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,31 +277,89 @@ def _local(path: str, video_id: str, what: str = "video") -> str:
 
 
 def _copy_fsspec(url: str, row_dir: Path, stem: str, cfg: FetchConfig, video_id: str) -> tuple[str, dict]:
-    """Copy a non-local fsspec object into the row's scratch folder (``.part`` then rename)."""
+    """Copy a non-local fsspec object into the row's scratch folder (``.part`` then rename).
+
+    Object-store clients have their own timeouts, but not every filesystem does and a stuck connection can
+    outlive them (botocore retries a read timeout several times), so the copy runs in a thread under the
+    HTTP limits: no byte for ``fetch.read_timeout_s`` or the whole past ``fetch.total_timeout_s`` fails
+    with ``fsspec_timeout``. An abandoned copy stops at its next chunk and removes its ``.part``.
+    """
     from common.deps import require
+    from pipeline import watchdog
 
     fsspec = require("fsspec", why="fsspec sources")
     dest = row_dir / (stem + suffix_of(url, ".bin"))
     if dest.is_file():
         return str(dest), {"reused": True, "bytes": dest.stat().st_size}
     part = dest.with_name(dest.name + ".part")
-    try:
-        fs, _, paths = fsspec.get_fs_token_paths(url)
-        remote = paths[0]
-        size = fs.size(remote)
-        if cfg.max_bytes and size is not None and size > cfg.max_bytes:
-            raise fetch_error("too_large", f"{url} of {video_id!r} is {size} bytes > fetch.max_bytes={cfg.max_bytes}")
-        fs.get_file(remote, str(part))
-    except StageError:
-        raise
-    except FileNotFoundError:
-        raise fetch_error("not_found", f"{url} of {video_id!r} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - every filesystem has its own errors
-        with contextlib.suppress(OSError):
-            part.unlink()
-        raise fetch_error("fsspec_error", f"copying {url} of {video_id!r} failed: {type(exc).__name__}: {exc}") from None
+    copy = _TimedCopy(fsspec, url, part, cfg, video_id)
+    with watchdog.allow(cfg.total_timeout_s):
+        copy.run()
     os.replace(part, dest)
     return str(dest), {"bytes": dest.stat().st_size}
+
+
+class _TimedCopy:
+    """One fsspec object to a local file in a worker thread, watched for silence and total time."""
+
+    def __init__(self, fsspec, url: str, part: Path, cfg: FetchConfig, video_id: str):
+        self.fsspec, self.url, self.part, self.cfg, self.video_id = fsspec, url, part, cfg, video_id
+        self.copied = 0
+        self.cancelled = False
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        thread = threading.Thread(target=self._copy, name="fsspec-copy", daemon=True)
+        started = last_progress = time.monotonic()
+        seen = -1
+        thread.start()
+        while not self.finished.wait(0.2):
+            now = time.monotonic()
+            if self.copied != seen:
+                seen, last_progress = self.copied, now
+            silent, total = now - last_progress, now - started
+            if silent > self.cfg.read_timeout_s or total > self.cfg.total_timeout_s:
+                self.cancelled = True
+                with contextlib.suppress(OSError):
+                    self.part.unlink()
+                why = (f"no data for fetch.read_timeout_s={self.cfg.read_timeout_s:g}s"
+                       if silent > self.cfg.read_timeout_s else f"longer than fetch.total_timeout_s="
+                                                                f"{self.cfg.total_timeout_s:g}s")
+                raise fetch_error("fsspec_timeout", f"copying {self.url} of {self.video_id!r}: {why} "
+                                                    f"({self.copied} bytes copied)")
+        if self.error is not None:
+            raise self.error
+
+    def _copy(self) -> None:
+        try:
+            fs, _, paths = self.fsspec.get_fs_token_paths(self.url)
+            remote = paths[0]
+            size = fs.size(remote)
+            if self.cfg.max_bytes and size is not None and size > self.cfg.max_bytes:
+                raise fetch_error("too_large", f"{self.url} of {self.video_id!r} is {size} bytes > "
+                                               f"fetch.max_bytes={self.cfg.max_bytes}")
+            with fs.open(remote, "rb", block_size=self.cfg.chunk_bytes) as src, open(self.part, "wb") as out:
+                while not self.cancelled:
+                    chunk = src.read(self.cfg.chunk_bytes)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    self.copied += len(chunk)
+            if self.cancelled:
+                with contextlib.suppress(OSError):
+                    self.part.unlink()
+        except StageError as exc:
+            self.error = exc
+        except FileNotFoundError:
+            self.error = fetch_error("not_found", f"{self.url} of {self.video_id!r} does not exist")
+        except Exception as exc:  # noqa: BLE001 - every filesystem has its own errors
+            with contextlib.suppress(OSError):
+                self.part.unlink()
+            self.error = fetch_error("fsspec_error", f"copying {self.url} of {self.video_id!r} failed: "
+                                                     f"{type(exc).__name__}: {exc}")
+        finally:
+            self.finished.set()
 
 
 def _remove_files(paths: list[str]) -> None:

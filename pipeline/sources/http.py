@@ -115,6 +115,14 @@ def download(url: str, dest_dir: str | os.PathLike, stem: str, cfg: FetchConfig,
     if dest.is_file():
         return str(dest), {"reused": True, "bytes": dest.stat().st_size, "final_url": url}
 
+    from pipeline import watchdog
+
+    with watchdog.allow(cfg.total_timeout_s):   # every read has read_timeout_s, the whole a total limit
+        return _download(requests, url, dest, part, cfg, expect_media, who)
+
+
+def _download(requests, url: str, dest: Path, part: Path, cfg: FetchConfig, expect_media: bool,
+              who: str) -> tuple[str, dict]:
     deadline = time.monotonic() + cfg.total_timeout_s
     info: dict = {"final_url": url, "attempts": 0}
     failures = 0

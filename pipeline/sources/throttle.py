@@ -117,6 +117,14 @@ def _egress_id(proxy: str | None) -> str:
     return "direct" if not proxy else hashlib.sha1(proxy.encode()).hexdigest()[:12]
 
 
+def _limited_sleep(seconds: float) -> None:
+    """A wait whose length is known: the stage's stall watchdog waits it out (pipeline.watchdog)."""
+    from pipeline import watchdog
+
+    with watchdog.allow(seconds):
+        time.sleep(seconds)
+
+
 class NodeThrottle:
     """The node's shared YouTube limits for one job (see the module docstring).
 
@@ -124,14 +132,14 @@ class NodeThrottle:
     """
 
     def __init__(self, ycfg: YouTubeConfig, key: str | None = None, *, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+                 sleep: Callable[[float], None] | None = None, rng: random.Random | None = None):
         self.cfg = ycfg
         key = re.sub(r"[^A-Za-z0-9_.-]", "_", key or ycfg.throttle_key or default_key())
         root = Path(os.path.expanduser(ycfg.state_dir)) if ycfg.state_dir else Path(tempfile.gettempdir())
         self.dir = root / f"tvts-youtube-{key}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "state.json"
-        self.clock, self.sleep, self.rng = clock, sleep, rng or random.Random()
+        self.clock, self.sleep, self.rng = clock, sleep or _limited_sleep, rng or random.Random()
         self.proxies: list[str | None] = list(ycfg.proxies) or ([ycfg.proxy] if ycfg.proxy else [None])
         cookies = list(ycfg.cookie_files) or ([ycfg.cookies_file] if ycfg.cookies_file else [])
         self.cookie_files: list[str | None] = [os.path.abspath(os.path.expanduser(c)) for c in cookies] or [None]

@@ -246,8 +246,11 @@ class Transcriber:
                                                      vad_parameters=self.cfg.vad_options(), **kwargs)
         else:
             segments, info = self.model.transcribe(audio, vad_parameters=self.cfg.vad_options(), **kwargs)
+        from pipeline import watchdog
+
         raw: list[Word] = []
         for segment in segments:
+            watchdog.beat()   # each decoded segment is progress (a long video takes many minutes)
             for w in segment.words or ():
                 text = w.word.strip()
                 if text:
