@@ -32,21 +32,28 @@ def bin_centres(duration: float, n_frames: int) -> list[float]:
 
 def decode_frames(path: str | os.PathLike, n_frames: int = 8, short_side: int = 224,
                   timeout: float = 120.0) -> DecodedVideo:
-    """Decode `n_frames` frames spread evenly over the video."""
-    from pipeline.media.decode import DecodeConfig
+    """Decode `n_frames` frames spread evenly over the video's picture (its own stream extent, on the
+    caption clock), checked as the pipeline checks samples: frames from other times than asked for (a
+    file cut short, a clock mapped wrongly) fail the video as `decode/frame_time_mismatch`."""
+    from pipeline.media.decode import DecodeConfig, check_frame_times
     from pipeline.media.decode import decode_frames as pipeline_decode
     from pipeline.media.probe import probe
 
     Image = require("PIL.Image", "pillow")
     info = probe(path)
-    if info.duration <= 0:
-        raise StageError("probe", "no_duration", f"{path}: duration {info.duration}")
+    duration = info.video_duration
+    if duration <= 0:
+        raise StageError("probe", "no_duration", f"{path}: duration {duration}")
     cfg = DecodeConfig(short_side=short_side, jpeg_quality=95, timeout_s=timeout)
-    decoded = pipeline_decode(path, info, bin_centres(info.duration, n_frames), cfg)
+    requested = bin_centres(duration, n_frames)
+    decoded = pipeline_decode(path, info, requested, cfg)
     if not decoded.jpegs:
         raise StageError("decode", "decode_no_frames", f"no frames decoded from {path}")
+    wrong = check_frame_times(requested, decoded.times, info.fps)
+    if wrong:
+        raise StageError("decode", "frame_time_mismatch", f"{path}: {wrong}")
     frames = []
     for jpeg in decoded.jpegs:
         with Image.open(io.BytesIO(jpeg)) as img:
             frames.append(np.asarray(img.convert("RGB")))
-    return DecodedVideo(frames=np.stack(frames), times=[round(t, 3) for t in decoded.times], duration=info.duration)
+    return DecodedVideo(frames=np.stack(frames), times=[round(t, 3) for t in decoded.times], duration=duration)

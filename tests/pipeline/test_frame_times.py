@@ -148,3 +148,28 @@ def test_samples_past_the_end_are_counted_not_written(inputs):
         assert len(set(numbers)) == 16  # 16 distinct pictures, from the sample's own times
     item = _decode_item(inputs["cut_short"], [14.0, 15.0], cfg)  # every sample runs past the real end
     assert item.status == "failed" and (item.stage, item.error_class) == ("decode", "frame_time_mismatch")
+
+
+@pytest.mark.parametrize("name", ["ts_offset", "itsoffset", "long_audio", "cut_short"])
+def test_leakage_frames_use_the_same_clock_and_check(inputs, name):
+    """dedup's frame decoder (the leakage check's features) spreads frames over the picture on the caption
+    clock and rejects frames from other times, as the pipeline does."""
+    from dedup.frames import bin_centres, decode_frames
+    from pipeline.errors import StageError
+    from pipeline.media.probe import probe
+
+    if name == "cut_short":   # its index claims 40 s; half the data is gone, so late frames are stand-ins
+        with pytest.raises(StageError) as caught:
+            decode_frames(inputs[name], n_frames=8, short_side=32)
+        assert (caught.value.stage, caught.value.error_class) == ("decode", "frame_time_mismatch")
+        return
+    video = decode_frames(inputs[name], n_frames=8, short_side=32)
+    info = probe(inputs[name])
+    assert video.duration == pytest.approx(info.video_duration)
+    expected = bin_centres(info.video_duration, 8)
+    first = first_presented(inputs[name])
+    for t, decoded, picture in zip(expected, video.times, video.frames):
+        assert abs(decoded - t) <= 1 / FPS + 1e-3
+        jpeg = io.BytesIO()
+        Image.fromarray(picture).save(jpeg, format="JPEG", quality=95)
+        assert abs(frame_number(jpeg.getvalue()) - first - round(decoded * FPS)) <= 1, (name, t)
