@@ -37,7 +37,7 @@ class DataConfig:
     # least 4 shards per slot (so slots get about equal data), else sample.
     split_by: Literal["auto", "shard", "sample"] = "auto"
     num_workers: int = 2              # DataLoader worker processes per rank (0 = in the training process)
-    prefetch_factor: int = 2          # batches each worker prepares ahead
+    prefetch_factor: int = 2          # batches each worker (0 workers: a thread) prepares ahead
     # Frames: image_size and frame count come from the model preset; these shape the crop.
     resize_short: float = 268 / 224   # recipe: resize short side to 268 then crop 224 (ratio to image_size)
     crop_scale: list[float] = field(default_factory=lambda: [0.7, 1.0])  # jittered crop side / short side,

@@ -298,6 +298,63 @@ class ShardDataset(torch.utils.data.IterableDataset):
 # the rank's loader: fixed merge order + exact position
 
 
+class ThreadPrefetch:
+    """Run an iterator in a daemon thread, `depth` items ahead of the consumer; its errors are raised in
+    the consumer. Items come out in the iterator's order, so the loader's resume state (taken from the
+    items as they are consumed) is that of the batches the step has had, not of those prepared ahead.
+    Dropping (or closing) the consumer's side stops the thread at its next item."""
+
+    _DONE = object()
+
+    def __init__(self, source: Iterator[dict], depth: int) -> None:
+        import queue
+        import threading
+
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        # The thread holds the queue and the event, not this object: dropping it runs __del__.
+        threading.Thread(target=_prefetch_into, args=(source, self.queue, self.stop, self._DONE),
+                         name="shard-prefetch", daemon=True).start()
+
+    def __iter__(self) -> "ThreadPrefetch":
+        return self
+
+    def __next__(self) -> dict:
+        item, error = self.queue.get()
+        if item is self._DONE:
+            self.queue.put((item, error))   # every later next() ends the same way
+            if error is not None:
+                raise error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+
+    __del__ = close
+
+
+def _prefetch_into(source: Iterator[dict], out, stop, done) -> None:
+    import queue
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in source:
+            if not put((item, None)):
+                return
+        put((done, None))
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+        put((done, exc))
+
+
 class ShardLoader:
     """Iterate a ShardDataset through a DataLoader in a fixed worker order, epoch after epoch.
 
@@ -344,7 +401,9 @@ class ShardLoader:
         self.ds.epoch, self.ds.rotation = self.epoch, self.next_worker
         self.ds.start_positions, self.ds.ended = dict(self.positions), set(self.ended)
         if self.num_workers == 0:
-            return iter(self.ds)
+            # In-process loading: a thread prepares the next batches while the step computes (JPEG decode,
+            # resize and tokenizing release the GIL), so the step does not wait for them.
+            return iter(self.ds) if self.prefetch_factor < 1 else ThreadPrefetch(iter(self.ds), self.prefetch_factor)
         # Its own generator: starting workers must not draw from the global torch RNG, which the model
         # uses (masks, shuffles) and a checkpoint restores.
         generator = torch.Generator().manual_seed(self.ds.s.seed * 1000003 + self.epoch)
@@ -390,6 +449,8 @@ class ShardLoader:
                     f"rank {self.ds.s.rank}: no usable {self.ds.s.split} samples in {len(self.ds.urls)} shard(s) "
                     f"(skipped: {self.skip_counts() or 'none'}; batch size {self.ds.s.batch_size}, hold-out "
                     f"{self.ds.cfg.holdout_fraction}) - check data.shards")
+            if isinstance(stream, ThreadPrefetch):
+                stream.close()
             del stream
             self.epoch += 1
             self.positions, self.ended, self.next_worker, self.batches_this_epoch = {}, set(), 0, 0

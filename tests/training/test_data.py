@@ -186,3 +186,45 @@ def test_resampled_stream_is_endless_and_resumable(shards, tokenizer):
     second = build_loader(cfg, settings(), tokenizer)
     second.load_state_dict(state)
     assert [b["keys"] for b in take(second, 8)] == keys[5:13]
+
+
+def test_in_process_prefetch_gives_the_same_stream_and_state(shards, tokenizer):
+    """num_workers 0 prepares batches in a thread (prefetch_factor ahead): same batches, same resume state
+    after each consumed batch as loading inline, and the thread stops when the loader is dropped."""
+    import threading
+
+    def run(prefetch: int) -> tuple[list, list, list]:
+        loader = build_loader(data_cfg(shards, num_workers=0, prefetch_factor=prefetch), settings(), tokenizer)
+        keys, states, videos = [], [], []
+        for i, batch in enumerate(loader):          # crosses an epoch boundary
+            keys.append(batch["keys"])
+            states.append(loader.state_dict())
+            videos.append(batch["video"])
+            if i == 9:
+                break
+        return keys, states, videos
+
+    inline, threaded = run(0), run(3)
+    assert threaded[0] == inline[0] and threaded[1] == inline[1]
+    assert all(torch.equal(a, b) for a, b in zip(threaded[2], inline[2]))
+    import time
+
+    deadline = time.time() + 5
+    while any(t.name == "shard-prefetch" for t in threading.enumerate()):
+        assert time.time() < deadline, "the prefetch thread outlived its loader"
+        time.sleep(0.05)
+
+
+def test_in_process_prefetch_raises_the_loaders_errors():
+    from training.data import ThreadPrefetch
+
+    def broken():
+        yield {"a": 1}
+        raise OSError("shard vanished")
+
+    stream = ThreadPrefetch(broken(), depth=2)
+    assert next(stream) == {"a": 1}
+    with pytest.raises(OSError, match="shard vanished"):
+        next(stream)
+    with pytest.raises(OSError, match="shard vanished"):   # and stays failed
+        next(stream)
