@@ -137,7 +137,7 @@ def to_dict(cfg: PipelineConfig) -> dict:
 # Config sections that change what lands in the shards (not how fast or from where).
 OUTPUT_SECTIONS = ("transcript", "asr", "segment", "decode", "embed", "shards", "seed")
 NOT_OUTPUT_KEYS = {"asr": ("device", "cpu_threads"), "embed": ("device", "batch_size"),
-                   "decode": ("timeout_s", "audio_timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s")}
+                   "decode": ("timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s")}
 
 
 def output_fingerprint(cfg: PipelineConfig) -> str:

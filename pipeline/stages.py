@@ -9,7 +9,8 @@ wall time to `item.seconds[stage]`.
     fetch      pipeline.sources.fetch.fetch: the video (and captions) as local files in the scratch folder
     probe      pipeline.media.probe.probe: duration, fps, size, rotation, audio
     transcript pipeline.transcripts.load.load_words for rows with captions; rows without get their audio
-               extracted (16 kHz mono WAV bytes, carried in the item so the ASR actor needs no file)
+               decoded in-process (pipeline.media.audio: 16 kHz mono int16 on the caption clock, carried in
+               the item so the ASR actor needs no file)
     asr        pipeline.transcripts.asr (faster-whisper) on the rows that need it, model loaded once per instance
     segment    pipeline.samples.segment.plan_samples: TVTS spans, K windows, 16 frame times
     decode     pipeline.media.decode.decode_frames per sample -> JPEG members + json -> ShardSample
@@ -56,7 +57,7 @@ class VideoWork:
     transcript_source: str | None = None
     language: str | None = None
     needs_asr: bool = False
-    audio_wav: bytes | None = None
+    audio_pcm: bytes | None = None   # 16 kHz mono int16 samples on the caption clock, for the ASR stage
     plans: list | None = None        # pipeline.samples.segment.SamplePlan
     segment_rejects: dict[str, int] = dataclasses.field(default_factory=dict)
     samples: list[ShardSample] = dataclasses.field(default_factory=list)
@@ -129,7 +130,7 @@ def run_stage(name: str, items: list[VideoWork], fn: Callable[[VideoWork], None]
         finally:
             item.seconds[name] = item.seconds.get(name, 0.0) + time.perf_counter() - started
         if not item.ok:
-            item.audio_wav = None
+            item.audio_pcm = None
             _cleanup(item, cfg)
     return items
 
@@ -194,11 +195,10 @@ class TranscriptStage:
             raise SkipSample("no_transcript", f"{item.video_id}: no captions and ASR is disabled")
         if not item.info.get("has_audio"):
             raise SkipSample("no_transcript", f"{item.video_id}: no captions and no audio stream for ASR")
-        from pipeline.media.decode import extract_audio
+        from pipeline.media.audio import decode_pcm16
 
-        with tempfile.TemporaryDirectory(prefix="tvts-audio-") as tmp:
-            wav = extract_audio(item.fetched["video_path"], Path(tmp) / "audio.wav", self.cfg.decode)
-            item.audio_wav = wav.read_bytes()
+        item.audio_pcm = decode_pcm16(item.fetched["video_path"], item.video_info().clock_zero,
+                                      self.cfg.decode.audio_sample_rate)
         item.needs_asr = True
 
     def __call__(self, items: list[VideoWork]) -> list[VideoWork]:
@@ -221,8 +221,8 @@ class AsrStage:
             return
         import numpy as np
 
-        pcm = np.frombuffer(_wav_pcm16(item.audio_wav or b""), dtype=np.int16)
-        item.audio_wav = None
+        pcm = np.frombuffer(item.audio_pcm or b"", dtype=np.int16)
+        item.audio_pcm = None
         result = self.transcriber.transcribe(pcm.astype(np.float32) / 32768.0)
         item.words = [tuple(w) for w in result.words]
         item.transcript_source, item.language = "asr", result.language
@@ -232,16 +232,6 @@ class AsrStage:
         if self.transcriber is None:
             return items
         return run_stage("asr", items, self.one, self.cfg)
-
-
-def _wav_pcm16(data: bytes) -> bytes:
-    """The sample bytes of a 16-bit PCM WAV file (as pipeline.media.decode.extract_audio writes)."""
-    import wave
-
-    with wave.open(io.BytesIO(data)) as reader:
-        if reader.getsampwidth() != 2 or reader.getnchannels() != 1:
-            raise StageError("asr", "audio_format", "expected 16-bit mono PCM audio")
-        return reader.readframes(reader.getnframes())
 
 
 class SegmentStage:

@@ -24,7 +24,6 @@ the displayed size); frames are scaled so the short side is `short_side`, read a
 encoded with Pillow (`jpeg_quality`). Every ffmpeg call goes through pipeline.media.proc (argument list, hard
 timeout that kills the process tree).
 
-`extract_audio(path, out, cfg)` writes 16 kHz mono PCM WAV for ASR.
 
 Errors: StageError("decode", "decode_timeout" | "decode_failed" | "decode_no_frames" | "tool_missing");
 the decode stage adds "frame_time_mismatch" (check_frame_times) for samples it drops.
@@ -36,13 +35,12 @@ import io
 import math
 import os
 import re
-from pathlib import Path
 from typing import Literal, Sequence
 
 from common.deps import require
 from pipeline.errors import StageError
 from pipeline.media.probe import VideoInfo
-from pipeline.media.proc import ProcTimeout, run, run_media_tool, stderr_tail
+from pipeline.media.proc import run_media_tool
 
 PTS_TIME = re.compile(rb"\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(-?[0-9.eE+-]+)")
 # A frame whose time is this close below a requested time counts as "at" it (timebases such as 1/15360
@@ -66,7 +64,6 @@ class DecodeConfig:
     timeout_s: float = 120.0         # per ffmpeg call; the process tree is killed after it
     ffmpeg: str = "ffmpeg"
     audio_sample_rate: int = 16000
-    audio_timeout_s: float = 600.0
 
     def validate(self) -> None:
         from common.config import ConfigError
@@ -75,8 +72,8 @@ class DecodeConfig:
             raise ConfigError(f"config key 'decode.short_side': expected 16..4096, got {self.short_side}")
         if not 1 <= self.jpeg_quality <= 95:
             raise ConfigError(f"config key 'decode.jpeg_quality': expected 1..95, got {self.jpeg_quality}")
-        if self.timeout_s <= 0 or self.audio_timeout_s <= 0:
-            raise ConfigError("config keys 'decode.timeout_s' and 'decode.audio_timeout_s' must be > 0")
+        if self.timeout_s <= 0:
+            raise ConfigError("config key 'decode.timeout_s' must be > 0")
         if self.threads < 0:
             raise ConfigError("config key 'decode.threads' must be >= 0 (0: ffmpeg decides)")
 
@@ -296,25 +293,3 @@ def check_frame_times(requested: Sequence[float], decoded: Sequence[float], fps:
     return None
 
 
-def extract_audio(path: str | os.PathLike, out_path: str | os.PathLike, cfg: DecodeConfig | None = None) -> Path:
-    """Write the first audio stream as 16 kHz (cfg.audio_sample_rate) mono 16-bit WAV at `out_path`."""
-    cfg = cfg or DecodeConfig()
-    ffmpeg = require("ffmpeg", "ffmpeg-python", why="building ffmpeg commands")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp.wav")
-    stream = ffmpeg.input(_local(path)).audio
-    out = ffmpeg.output(stream, _local(tmp), ac=1, ar=cfg.audio_sample_rate, acodec="pcm_s16le",
-                        format="wav", vn=None, sn=None)
-    args = out.compile(cmd=[cfg.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-y"])
-    try:
-        result = run(args, timeout=cfg.audio_timeout_s)
-    except ProcTimeout:
-        tmp.unlink(missing_ok=True)
-        raise StageError("decode", "audio_timeout",
-                         f"ffmpeg audio extraction ran longer than {cfg.audio_timeout_s:g}s on {path}") from None
-    if result.returncode != 0 or not tmp.exists() or tmp.stat().st_size <= 44:
-        tmp.unlink(missing_ok=True)
-        raise StageError("decode", "audio_failed", f"no audio extracted from {path}: {stderr_tail(result.stderr)}")
-    os.replace(tmp, out_path)
-    return out_path

@@ -215,6 +215,7 @@ class Transcriber:
         self.batched = fw.BatchedInferencePipeline(self.model) if cfg.batch_size > 1 else None
         self._vad = require("faster_whisper.vad", "faster-whisper")
         self._audio = require("faster_whisper.audio", "faster-whisper")
+        self._transcribe_module = require("faster_whisper.transcribe", "faster-whisper")
 
     def decode(self, path: str) -> Any:
         """16 kHz mono float32 samples of a media file (PyAV, in-process)."""
@@ -224,11 +225,14 @@ class Transcriber:
             kind = "no_audio" if "stream" in str(exc).lower() else "audio_decode"
             raise StageError(STAGE, kind, f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from None
 
-    def speech_regions(self, audio) -> list[tuple[float, float]]:
+    def speech_chunks(self, audio) -> list[dict]:
+        """Silero VAD's speech chunks ({start, end} in samples), with the options faster-whisper would use."""
         max_speech = 30.0 if self.batched is not None else None
         options = self._vad.VadOptions(**self.cfg.vad_options(max_speech))
-        chunks = self._vad.get_speech_timestamps(audio, options)
-        return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks]
+        return self._vad.get_speech_timestamps(audio, options)
+
+    def speech_regions(self, audio) -> list[tuple[float, float]]:
+        return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in self.speech_chunks(audio)]
 
     def transcribe(self, audio) -> AsrResult:
         np = require("numpy")
@@ -236,16 +240,26 @@ class Transcriber:
             audio = self.decode(str(audio))
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         duration = audio.shape[0] / SAMPLE_RATE
-        speech = self.speech_regions(audio) if self.cfg.vad_filter else [(0.0, duration)]
+        chunks = self.speech_chunks(audio) if self.cfg.vad_filter and duration > 0 else None
+        speech = ([(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks] if chunks is not None
+                  else [(0.0, duration)])
         if not speech or duration == 0:
             return AsrResult([], [], self.cfg.language, duration, 0)
         kwargs = dict(language=self.cfg.language, beam_size=self.cfg.beam_size, word_timestamps=True,
-                      vad_filter=self.cfg.vad_filter, temperature=list(self.cfg.temperatures))
+                      temperature=list(self.cfg.temperatures))
         if self.batched is not None:
-            segments, info = self.batched.transcribe(audio, batch_size=self.cfg.batch_size,
+            # The batched pipeline merges VAD chunks into 30 s windows itself; handing it clip_timestamps
+            # would change its windows (and words), so it runs its own VAD: twice for batched runs.
+            segments, info = self.batched.transcribe(audio, batch_size=self.cfg.batch_size, vad_filter=self.cfg.vad_filter,
                                                      vad_parameters=self.cfg.vad_options(), **kwargs)
+        elif chunks is not None:
+            # VAD once: what faster-whisper's vad_filter does inside transcribe (keep the speech, transcribe
+            # it, map the times back), on the chunks computed above for the speech regions.
+            voiced, _ = self._vad.collect_chunks(audio, chunks)
+            segments, info = self.model.transcribe(np.concatenate(voiced), vad_filter=False, **kwargs)
+            segments = self._transcribe_module.restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
         else:
-            segments, info = self.model.transcribe(audio, vad_parameters=self.cfg.vad_options(), **kwargs)
+            segments, info = self.model.transcribe(audio, vad_filter=False, **kwargs)
         from pipeline import watchdog
 
         raw: list[Word] = []

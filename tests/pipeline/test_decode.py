@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import io
 import subprocess
-import wave
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline.errors import StageError
-from pipeline.media.decode import DecodeConfig, choose_mode, decode_frames, extract_audio, output_size
+from pipeline.media.decode import DecodeConfig, choose_mode, decode_frames, output_size
 from pipeline.media.probe import probe
 from tests.pipeline.corpus import bad_media, make_video, set_mp4_rotation
 
@@ -123,15 +122,3 @@ def test_broken_input_and_timeout(media):
     with pytest.raises(StageError) as caught:
         decode_frames(media["good"], info, [0.5, 1.0], DecodeConfig(timeout_s=0.0001))
     assert caught.value.error_class == "decode_timeout"
-
-
-def test_extract_audio(media, tmp_path):
-    out = extract_audio(media["long"], tmp_path / "a.wav")
-    with wave.open(str(out)) as wav:
-        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
-        assert wav.getnframes() / 16000 == pytest.approx(30.0, abs=0.1)
-    no_audio = make_video(tmp_path / "silent.mp4", 1.0, audio=False)
-    with pytest.raises(StageError) as caught:
-        extract_audio(no_audio, tmp_path / "b.wav")
-    assert caught.value.error_class == "audio_failed"
-    assert not (tmp_path / "b.wav").exists()
