@@ -158,17 +158,42 @@ def _stream_local(tasks: list[ShardTask], cfg: PipelineConfig, stages: dict) -> 
         yield stages["write"](task)
 
 
+def might_need_asr(task: ShardTask, cfg: PipelineConfig) -> bool:
+    """Whether a video of the task may end up with ASR words: no captions, or captions that may fail to
+    fetch and fall back to ASR (fetch.captions_required false)."""
+    return asr_enabled(cfg) and any(not item.row.get("captions") or not cfg.fetch.captions_required
+                                    for item in task.items)
+
+
 def _stream_ray(tasks: list[ShardTask], cfg: PipelineConfig, traffic: dict) -> Iterator[dict]:
     import ray
 
+    names = _stage_names(cfg)
+    # Only input shards with a video that may need ASR go through the ASR actors: the others would wait
+    # in the actors' queues behind transcriptions they do not need (idle decode workers meanwhile).
+    groups = [[t for t in tasks if might_need_asr(t, cfg)], [t for t in tasks if not might_need_asr(t, cfg)]]
+    datasets = []
+    for group, stages in zip(groups, (names, [n for n in names if n != "asr"])):
+        if group:
+            rows = [{"shard": t.input_shard, "task": pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)}
+                    for t in group]
+            traffic["driver_bytes_out"] += sum(len(row["task"]) for row in rows)
+            datasets.append(_chain(ray.data.from_items(rows, override_num_blocks=len(rows)), stages, cfg))
+    ds = datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
+    for row in ds.iter_rows():
+        traffic["driver_bytes_in"] += len(row["stats"])
+        yield json.loads(row["stats"])
+
+
+def _chain(ds, names: list[str], cfg: PipelineConfig):
+    """`ds` through the stages `names`, then write."""
+    import ray
+
     r = cfg.ray
-    rows = [{"shard": t.input_shard, "task": pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)} for t in tasks]
-    traffic["driver_bytes_out"] += sum(len(row["task"]) for row in rows)
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     # Ray Data's defaults already retry a task whose worker (or node) died and restart a dead actor: a
     # killed worker costs time, never a video, and the retried write makes the same bytes. Stage code
     # catches every per-video error, so a retried task is never a deterministic Python failure.
-    for name in _stage_names(cfg) + ["write"]:
+    for name in names + ["write"]:
         if name in ("asr", "embed"):
             asr = name == "asr"
             ds = ds.map_batches(
@@ -184,9 +209,7 @@ def _stream_ray(tasks: list[ShardTask], cfg: PipelineConfig, traffic: dict) -> I
                 named_task_stage(name, cfg), batch_format="numpy", batch_size=1,
                 compute=ray.data.TaskPoolStrategy(size=r.decode_concurrency if heavy else r.prepare_concurrency),
                 num_cpus=r.decode_num_cpus if heavy else r.prepare_num_cpus)
-    for row in ds.iter_rows():
-        traffic["driver_bytes_in"] += len(row["stats"])
-        yield json.loads(row["stats"])
+    return ds
 
 
 @contextlib.contextmanager

@@ -242,6 +242,8 @@ class SegmentStage:
         from pipeline.samples.segment import plan_samples
         from pipeline.transcripts.types import Word
 
+        if item.needs_asr:   # run.py routes such videos through the ASR actors; never pair frames with no words
+            raise StageError("asr", "asr_not_run", f"{item.video_id}: needs ASR words but went past the ASR stage")
         words = [Word(*w) for w in item.words or []]
         # Spans lie within the picture (caption clock 0 .. the video stream's end), not the container's
         # duration: audio running on after the picture would otherwise get samples of a repeated frame.

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,21 @@ def test_window_texts_match_the_narration_by_word_error_rate(demo_run, demo_corp
     assert wer["vtt"]["wer"] == 0.0 and wer["merlot"]["wer"] == 0.0
     assert wer["srt"]["wer"] <= 0.12
     assert wer["asr"]["windows"] > 0 and wer["asr"]["wer"] <= 0.25
+
+
+def test_only_shards_with_asr_videos_go_through_the_asr_actors(demo_run):
+    """Input shards whose videos all have captions skip the ASR actor stage (they would otherwise queue
+    behind transcriptions): their stats show no `asr` seconds; shards with an ASR video do."""
+    summary, by_video, manifest, narration, shards = demo_run
+    seen = {"with_asr": 0, "without": 0}
+    for stats_path in sorted(Path(shards[0]).parent.glob("shard-*_stats.json")):
+        outcomes = json.loads(stats_path.read_text())["outcomes"]
+        needs_asr = any(not manifest[vid].get("captions") for vid in outcomes)
+        went_through = [vid for vid, o in outcomes.items() if "asr" in o.get("seconds", {})]
+        if needs_asr:
+            seen["with_asr"] += 1
+            assert went_through, stats_path.name
+        else:
+            seen["without"] += 1
+            assert not went_through, (stats_path.name, went_through)
+    assert seen["with_asr"] and seen["without"], seen
