@@ -41,6 +41,7 @@ class CorpusSample:
     errors: list[str] = field(default_factory=list)
     # Set by sample_features: the original frame index of each feature row (all frames unless subset).
     frame_indices: list[int] | None = None
+    embedded: int = 0  # set by batch_features: frames this sample sent through the model (not cached)
 
 
 def expand_shards(pattern: str) -> list[str]:
@@ -122,32 +123,111 @@ def frame_subset(n_frames: int, frames_per_sample: int = 0) -> list[int]:
     return [(2 * i + 1) * n_frames // (2 * frames_per_sample) for i in range(frames_per_sample)]
 
 
+class FrameCache:
+    """Features of frames already embedded, by the digest of their JPEG bytes: overlapping samples of a
+    video store the same picture as the same bytes (the pipeline's JPEGs are deterministic), so each
+    distinct frame goes through the model once. Bounded: the oldest entries go first."""
+
+    def __init__(self, max_items: int = 16384):
+        from collections import OrderedDict
+
+        self.items: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.max_items = max_items
+
+    def get(self, digest: bytes) -> np.ndarray | None:
+        row = self.items.get(digest)
+        if row is not None:
+            self.items.move_to_end(digest)
+        return row
+
+    def put(self, digest: bytes, row: np.ndarray) -> None:
+        self.items[digest] = row
+        self.items.move_to_end(digest)
+        while len(self.items) > self.max_items:
+            self.items.popitem(last=False)
+
+
+def _stored(sample: CorpusSample, embedder: Any, frames_per_sample: int) -> np.ndarray | None:
+    if sample.clip is None or sample.clip_model != embedder.fingerprint:
+        return None
+    clip = np.asarray(sample.clip)
+    if clip.ndim != 2 or clip.shape[1] != embedder.dim or not len(clip):
+        return None
+    chosen = frame_subset(len(clip), frames_per_sample)
+    sample.frame_indices = chosen
+    return (clip[chosen] if len(chosen) < len(clip) else clip).astype(np.float16, copy=False)
+
+
+def batch_features(samples: list[CorpusSample], embedder: Any, use_stored: bool = True, frames_per_sample: int = 0,
+                   cache: FrameCache | None = None) -> list[tuple[np.ndarray | None, str]]:
+    """`sample_features` for many samples at once: the distinct frames of all of them that are neither
+    stored nor cached go through the model together, in batches of the embedder's batch size."""
+    import hashlib
+
+    cache = cache if cache is not None else FrameCache()
+    results: list[tuple[np.ndarray | None, str] | None] = [None] * len(samples)
+    wanted: dict[int, list[bytes]] = {}     # sample index -> digests of its chosen frames
+    missing: dict[bytes, bytes] = {}        # digest -> JPEG, in first-seen order
+    for i, sample in enumerate(samples):
+        stored = _stored(sample, embedder, frames_per_sample) if use_stored else None
+        if stored is not None:
+            results[i] = (stored, "stored")
+            continue
+        if not sample.frames:
+            results[i] = (None, "no_features")
+            continue
+        chosen = frame_subset(len(sample.frames), frames_per_sample)
+        sample.frame_indices = chosen
+        digests = []
+        for index in chosen:
+            jpeg = sample.frames[index]
+            digest = hashlib.blake2b(jpeg, digest_size=16).digest()
+            digests.append(digest)
+            if cache.get(digest) is None and digest not in missing:
+                missing[digest] = jpeg
+                sample.embedded += 1
+        wanted[i] = digests
+    bad = _embed_into(cache, missing, embedder)
+    for i, digests in wanted.items():
+        broken = [d for d in digests if d in bad]
+        if broken:
+            samples[i].errors.append(f"frames do not decode: {bad[broken[0]]}")
+            samples[i].frame_indices = None
+            results[i] = (None, "bad_frames")
+            continue
+        rows = [cache.get(d) for d in digests]
+        results[i] = (np.stack(rows).astype(np.float16, copy=False), "computed")
+    return results  # type: ignore[return-value]
+
+
+def _embed_into(cache: FrameCache, missing: dict[bytes, bytes], embedder: Any) -> dict[bytes, str]:
+    """Embed the missing frames into the cache; returns the digests of frames that do not decode."""
+    if not missing:
+        return {}
+    digests, jpegs = list(missing), list(missing.values())
+    try:
+        feats = embedder.embed(jpegs)
+    except (OSError, ValueError):   # a JPEG that does not decode: find it, keep the others
+        bad: dict[bytes, str] = {}
+        for digest, jpeg in zip(digests, jpegs):
+            try:
+                cache.put(digest, embedder.embed([jpeg])[0])
+            except (OSError, ValueError) as exc:
+                bad[digest] = str(exc)
+        return bad
+    for digest, row in zip(digests, feats):
+        cache.put(digest, row)
+    return {}
+
+
 def sample_features(sample: CorpusSample, embedder: Any, use_stored: bool = True,
-                    frames_per_sample: int = 0) -> tuple[np.ndarray | None, str]:
+                    frames_per_sample: int = 0, cache: FrameCache | None = None) -> tuple[np.ndarray | None, str]:
     """(float16 [n, D] L2-normalised, source) or (None, error_class).
 
     n is the sample's frame count, or with `frames_per_sample` the frames `frame_subset` picks (of the
     stored rows or of the JPEGs, by the same rule); `sample.frame_indices` gets their original indexes.
     """
-    if use_stored and sample.clip is not None and sample.clip_model == embedder.fingerprint:
-        clip = np.asarray(sample.clip)
-        if clip.ndim == 2 and clip.shape[1] == embedder.dim and len(clip):
-            chosen = frame_subset(len(clip), frames_per_sample)
-            if len(chosen) < len(clip):
-                clip = clip[chosen]
-            sample.frame_indices = chosen
-            return clip.astype(np.float16, copy=False), "stored"
-    if not sample.frames:
-        return None, "no_features"
-    chosen = frame_subset(len(sample.frames), frames_per_sample)
-    frames = sample.frames if len(chosen) == len(sample.frames) else [sample.frames[i] for i in chosen]
-    try:
-        feats = embedder.embed(frames)
-        sample.frame_indices = chosen
-        return feats, "computed"
-    except (OSError, ValueError) as exc:  # a JPEG that does not decode
-        sample.errors.append(f"frames do not decode: {exc}")
-        return None, "bad_frames"
+    return batch_features([sample], embedder, use_stored, frames_per_sample, cache)[0]
 
 
 class CorpusFeatures:
@@ -164,18 +244,18 @@ class CorpusFeatures:
         self.embedder = FrameEmbedder(**embedder_kwargs)
         self.use_stored = use_stored
         self.frames_per_sample = frames_per_sample
+        self.cache = FrameCache()   # per actor: the samples of a shard (a video's neighbours) come to one actor
 
     def __call__(self, batch: dict) -> dict:
-        feats, errors, sources, indices = [], [], [], []
-        for i in range(len(batch["key"])):
-            sample = CorpusSample(key=batch["key"][i], video_id=batch["video_id"][i], shard="",
-                                  frames=list(batch["frames"][i]), frame_times=[], meta={},
-                                  clip=batch["clip"][i], clip_model=batch["clip_model"][i] or None)
-            clip, source = sample_features(sample, self.embedder, self.use_stored, self.frames_per_sample)
-            feats.append(clip)
-            indices.append(list(sample.frame_indices or []) if clip is not None else [])
-            sources.append(source if clip is not None else "")
-            errors.append("" if clip is not None else source)
-        batch["clip"], batch["error"], batch["feature_source"] = feats, errors, sources
-        batch["frame_indices"] = indices
+        samples = [CorpusSample(key=batch["key"][i], video_id=batch["video_id"][i], shard="",
+                                frames=list(batch["frames"][i]), frame_times=[], meta={},
+                                clip=batch["clip"][i], clip_model=batch["clip_model"][i] or None)
+                   for i in range(len(batch["key"]))]
+        results = batch_features(samples, self.embedder, self.use_stored, self.frames_per_sample, self.cache)
+        batch["clip"] = [clip for clip, _ in results]
+        batch["error"] = ["" if clip is not None else source for clip, source in results]
+        batch["feature_source"] = [source if clip is not None else "" for clip, source in results]
+        batch["frame_indices"] = [list(s.frame_indices or []) if clip is not None else []
+                                  for s, (clip, _) in zip(samples, results)]
+        batch["embedded"] = [s.embedded for s in samples]
         return batch

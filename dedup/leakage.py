@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -37,7 +38,7 @@ from common.config import add_config_args, load_from_args
 from common.donemark import inputs_fingerprint, is_done, mark_done
 from common.ray_env import prepare_ray
 from dedup.config import LeakageConfig
-from dedup.corpus import expand_shards, iter_samples, sample_features
+from dedup.corpus import expand_shards, iter_samples
 from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
 from dedup.downstream_features import DownstreamSet, load_downstream
 from dedup.locations import check_locations, output_location, state_dir, write_json
@@ -91,15 +92,31 @@ def _sample_rows(shards: list[str], counts: Counter, max_samples: int) -> Iterat
 
 
 def stream_local(cfg: LeakageConfig, embedder: Any, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:
-    """(row, features or None, feature source or error class), in process."""
-    from dedup.corpus import CorpusSample
+    """(row, features or None, feature source or error class), in process: samples go to the model in
+    groups whose distinct frames fill its batches (dedup.corpus.batch_features)."""
+    from dedup.corpus import CorpusSample, FrameCache, batch_features
 
-    for row in _sample_rows(shards, counts, cfg.corpus.max_samples):
-        sample = CorpusSample(key=row["key"], video_id=row["video_id"], shard=row["shard"], frames=row["frames"],
-                              frame_times=row["frame_times"], meta={}, clip=row["clip"], clip_model=row["clip_model"])
-        feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features, cfg.corpus.frames_per_sample)
-        row["frame_indices"] = sample.frame_indices
-        yield row, feats, source
+    cache = FrameCache()
+    group_size = samples_per_batch(cfg)
+    rows = _sample_rows(shards, counts, cfg.corpus.max_samples)
+    while True:
+        group = list(itertools.islice(rows, group_size))
+        if not group:
+            return
+        samples = [CorpusSample(key=r["key"], video_id=r["video_id"], shard=r["shard"], frames=r["frames"],
+                                frame_times=r["frame_times"], meta={}, clip=r["clip"], clip_model=r["clip_model"])
+                   for r in group]
+        results = batch_features(samples, embedder, cfg.corpus.use_stored_features, cfg.corpus.frames_per_sample,
+                                 cache)
+        for row, sample, (feats, source) in zip(group, samples, results):
+            row["frame_indices"] = sample.frame_indices
+            counts["frames_embedded"] += sample.embedded
+            yield row, feats, source
+
+
+def samples_per_batch(cfg: LeakageConfig) -> int:
+    """Samples whose frames fill about one model batch (16 frames a sample unless frames_per_sample)."""
+    return max(1, cfg.model.batch_size // (cfg.corpus.frames_per_sample or 16))
 
 
 def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:
@@ -132,11 +149,12 @@ def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterat
                                                              "use_stored": cfg.corpus.use_stored_features,
                                                              "frames_per_sample": cfg.corpus.frames_per_sample},
                         concurrency=cfg.model.concurrency, num_gpus=cfg.model.num_gpus or None,
-                        batch_size=max(1, cfg.model.batch_size // 16), batch_format="pandas")
+                        batch_size=samples_per_batch(cfg), batch_format="pandas")
     n = 0
     for batch in ds.iter_batches(batch_size=64, batch_format="pandas"):
         for row in batch.to_dict("records"):
             counts["samples_read"] += 1
+            counts["frames_embedded"] += int(row.pop("embedded"))
             feats = from_npy(row.pop("feats_npy")) if row["feats_npy"] else None
             indices = row.pop("frame_indices_npy")
             row["frame_indices"] = from_npy(indices).tolist() if indices else None
@@ -178,6 +196,7 @@ class RayFeatures:
         frame = frame.drop(columns=["clip_npy", "frames"])
         frame["feats_npy"] = [npy_bytes(f) if f is not None else b"" for f in out["clip"]]
         frame["error"], frame["feature_source"] = out["error"], out["feature_source"]
+        frame["embedded"] = out["embedded"]
         # npy bytes like the features: a list column would be list<null> in a batch where every row failed
         frame["frame_indices_npy"] = [npy_bytes(np.asarray(i, np.int32)) if f is not None else b""
                                       for i, f in zip(out["frame_indices"], out["clip"])]
@@ -398,6 +417,7 @@ def _summary(cfg: LeakageConfig, embedder: Any, built: Any, sets: list[Downstrea
         "index": {"kind": built.kind, "on_gpu": built.on_gpu, "frames": built.size},
         "corpus": {"shards_pattern": storage.redact(cfg.corpus.shards), "samples_read": counts["samples_read"],
                    "frames_per_sample": cfg.corpus.frames_per_sample, "frames_searched": counts["frames_searched"],
+                   "frames_embedded": counts["frames_embedded"],   # distinct frames through the model
                    "videos": len([v for v in corpus_videos.values() if v["samples"]]),
                    "videos_with_youtube_id": sum(1 for v in corpus_videos.values() if v.get("youtube_id")),
                    "features": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("features:")},
