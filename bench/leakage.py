@@ -6,6 +6,9 @@
    queries. Prints queries/s, recall@1 vs Flat and the speed ratio vs Flat.
 2. Embedding: the job's FrameEmbedder (batched torch preprocessing + image tower) vs a bare open_clip
    forward (open_clip's own PIL preprocess + encode_image) on the same frames, same batch size.
+3. Corpus features (`--corpus-shards`, e.g. the demo's shards): the job's batch_features (each distinct
+   frame once, samples batched together) vs one sample at a time through the same embedder (the way
+   before), with the demo's leakage model (`--config`): samples/s, frames through the model, the ratio.
 
     .venv/bin/python bench/leakage.py                      # full sizes (a few minutes on 2 cores)
     .venv/bin/python bench/leakage.py --corpus-frames 200000 --downstream-frames 20000 --frames 64
@@ -105,6 +108,48 @@ def bench_embed(args: argparse.Namespace) -> None:
     print(f"  job FrameEmbedder.embed:                        {job_fps:8.1f} frames/s  ({job_fps / bare_fps:.2f}x bare)")
 
 
+def bench_corpus(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from common.config import load_config
+    from dedup.config import LeakageConfig
+    from dedup.corpus import CorpusSample, FrameCache, batch_features, expand_shards, iter_samples
+    from dedup.leakage import samples_per_batch
+    from features.embed import FrameEmbedder, embedder_kwargs
+
+    cfg = load_config(LeakageConfig, Path(args.config), [], job="leakage")
+    shards = expand_shards(args.corpus_shards)
+    samples = list(iter_samples(shards, max_samples=args.corpus_samples))
+    if not samples:
+        print(f"corpus features: no samples in {args.corpus_shards} (run the demo first); skipped")
+        return
+    embedder = FrameEmbedder(**embedder_kwargs(cfg.model))
+    fps = cfg.corpus.frames_per_sample
+
+    def fresh() -> list:
+        return [CorpusSample(key=s.key, video_id=s.video_id, shard=s.shard, frames=s.frames, frame_times=[],
+                             meta={}) for s in samples]
+
+    embedder.embed(samples[0].frames[:2])   # warm-up
+    t0 = time.perf_counter()
+    one_by_one = fresh()
+    for sample in one_by_one:
+        batch_features([sample], embedder, False, fps, FrameCache(max_items=0))
+    alone_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    batched, cache, group = fresh(), FrameCache(), samples_per_batch(cfg)
+    for start in range(0, len(batched), group):
+        batch_features(batched[start:start + group], embedder, False, fps, cache)
+    job_s = time.perf_counter() - t0
+    searched = sum(len(s.frame_indices or []) for s in batched)
+    embedded = sum(s.embedded for s in batched)
+    print(f"corpus features: {len(samples)} samples of {len(shards)} shards, {embedder.backend} "
+          f"{embedder.fingerprint}, frames_per_sample {fps}, batch {cfg.model.batch_size}")
+    print(f"  one sample at a time (baseline): {len(samples) / alone_s:8.1f} samples/s, {searched} frames through the model")
+    print(f"  job (distinct frames, batched):  {len(samples) / job_s:8.1f} samples/s, {embedded} frames through the "
+          f"model ({embedded / max(1, searched):.1%})  ratio {alone_s / job_s:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus-frames", type=int, default=1_000_000)
@@ -125,11 +170,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--skip-embed", action="store_true")
+    p.add_argument("--corpus-shards", default="data/demo-run/pipeline/shards/shard-*.tar")
+    p.add_argument("--corpus-samples", type=int, default=400)
+    p.add_argument("--config", default="configs/demo.yaml", help="its leakage section's model and corpus keys")
+    p.add_argument("--skip-corpus", action="store_true")
     args = p.parse_args()
     if not args.skip_search:
         bench_search(args)
     if not args.skip_embed:
         bench_embed(args)
+    if not args.skip_corpus:
+        bench_corpus(args)
 
 
 if __name__ == "__main__":

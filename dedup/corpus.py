@@ -187,7 +187,7 @@ def batch_features(samples: list[CorpusSample], embedder: Any, use_stored: bool 
                 missing[digest] = jpeg
                 sample.embedded += 1
         wanted[i] = digests
-    bad = _embed_into(cache, missing, embedder)
+    fresh, bad = _embed_into(cache, missing, embedder)
     for i, digests in wanted.items():
         broken = [d for d in digests if d in bad]
         if broken:
@@ -195,29 +195,30 @@ def batch_features(samples: list[CorpusSample], embedder: Any, use_stored: bool 
             samples[i].frame_indices = None
             results[i] = (None, "bad_frames")
             continue
-        rows = [cache.get(d) for d in digests]
+        rows = [fresh[d] if d in fresh else cache.get(d) for d in digests]   # fresh: the cache may be small
         results[i] = (np.stack(rows).astype(np.float16, copy=False), "computed")
     return results  # type: ignore[return-value]
 
 
-def _embed_into(cache: FrameCache, missing: dict[bytes, bytes], embedder: Any) -> dict[bytes, str]:
-    """Embed the missing frames into the cache; returns the digests of frames that do not decode."""
+def _embed_into(cache: FrameCache, missing: dict[bytes, bytes], embedder: Any
+                ) -> tuple[dict[bytes, np.ndarray], dict[bytes, str]]:
+    """Embed the missing frames (into the cache too): their rows, and the frames that do not decode."""
     if not missing:
-        return {}
+        return {}, {}
     digests, jpegs = list(missing), list(missing.values())
+    fresh: dict[bytes, np.ndarray] = {}
+    bad: dict[bytes, str] = {}
     try:
-        feats = embedder.embed(jpegs)
+        fresh = dict(zip(digests, embedder.embed(jpegs)))
     except (OSError, ValueError):   # a JPEG that does not decode: find it, keep the others
-        bad: dict[bytes, str] = {}
         for digest, jpeg in zip(digests, jpegs):
             try:
-                cache.put(digest, embedder.embed([jpeg])[0])
+                fresh[digest] = embedder.embed([jpeg])[0]
             except (OSError, ValueError) as exc:
                 bad[digest] = str(exc)
-        return bad
-    for digest, row in zip(digests, feats):
+    for digest, row in fresh.items():
         cache.put(digest, row)
-    return {}
+    return fresh, bad
 
 
 def sample_features(sample: CorpusSample, embedder: Any, use_stored: bool = True,

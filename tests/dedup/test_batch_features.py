@@ -68,3 +68,13 @@ def test_a_broken_frame_fails_only_its_sample():
     assert results[0][1] == "computed" and results[0][0].shape[0] == 4
     assert results[1] == (None, "bad_frames") and samples[1].errors
     assert results[2] == (None, "no_features")
+
+
+def test_a_cache_smaller_than_the_batch_still_gives_every_row():
+    from dedup.corpus import CorpusSample, FrameCache, batch_features
+    from features.embed import FrameEmbedder
+
+    jpegs = [_jpeg(i) for i in range(6)]
+    sample = CorpusSample(key="s", video_id="s", shard="", frames=jpegs, frame_times=[], meta={})
+    feats, source = batch_features([sample], FrameEmbedder(**TINY_MODEL), cache=FrameCache(max_items=2))[0]
+    assert source == "computed" and feats.shape[0] == 6
