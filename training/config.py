@@ -92,8 +92,9 @@ class TrainConfig:
     checkpoint_every: int = 100       # steps between checkpoints (one is always written at the end)
     keep_last: int = 2                # checkpoints kept (older ones are deleted)
     # Held-out evaluation during training (0: none): every eval_every steps and at the end, rank 0 scores
-    # the first eval_samples samples of the videos data.holdout_fraction leaves out (or data.eval_shards):
-    # sort accuracy (also text only) and t2v R@1/R@5/MedR, one row each in output.dir/heldout.jsonl.
+    # the first eval_samples samples of the videos data.holdout_fraction leaves out (or data.eval_shards),
+    # the same ones every time: sort accuracy (also text only) and t2v R@1/R@5/MedR (one gallery entry per
+    # video), one row each in output.dir/heldout.jsonl.
     eval_every: int = 0
     eval_samples: int = 256
     export_fp32: bool = True          # write model_fp32.pt (plain state_dict) at the end
@@ -136,7 +137,7 @@ class PretrainConfig:
 @dataclass
 class EvalSettings:
     batch_size: int = 16
-    max_samples: int = 0              # 0 = every held-out sample
+    max_samples: int = 0              # the first N held-out samples, the same in every pass; 0 = all
     # t2v: how the K transcripts of a sample become one query. "mean": the mean of the K projected
     # transcript embeddings (what L_base trains); "concat": the K transcripts joined into one text.
     text_query: Literal["mean", "concat"] = "mean"

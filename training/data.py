@@ -391,6 +391,11 @@ class ShardLoader:
         self.next_worker = int(state["next_worker"])
         self.batches_this_epoch = int(state.get("batches_this_epoch", 0))
 
+    def restart(self) -> None:
+        """Back to the first sample of epoch 0. An evaluation pass that stops early (first_samples) leaves
+        the loader mid-stream; without this the next pass would go on from there."""
+        self.epoch, self.positions, self.ended, self.next_worker, self.batches_this_epoch = 0, {}, set(), 0, 0
+
     def skip_counts(self) -> dict[str, int]:
         total: collections.Counter[str] = collections.Counter()
         for counts in self.skips.values():
@@ -454,6 +459,39 @@ class ShardLoader:
             del stream
             self.epoch += 1
             self.positions, self.ended, self.next_worker, self.batches_this_epoch = {}, set(), 0, 0
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> dict:
+    """A batch's tensors moved to `device`, floating ones cast to `dtype` (None: kept); lists kept as they are."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+        out[key] = value
+    return out
+
+
+def first_samples(loader: ShardLoader, limit: int = 0) -> Iterator[dict]:
+    """One pass over the loader's first `limit` samples (0: all of one epoch), from the start every call,
+    the last batch cut to size: every held-out evaluation scores the same samples."""
+    loader.restart()
+    loader.epochs = 1
+    seen = 0
+    stream = iter(loader)
+    try:
+        for batch in stream:
+            b = batch["video"].shape[0]
+            if limit and seen + b > limit:
+                batch = {k: v[:limit - seen] for k, v in batch.items()}      # tensors and lists alike
+                b = limit - seen
+            seen += b
+            yield batch
+            if limit and seen >= limit:
+                return
+    finally:
+        stream.close()          # ends a DataLoader worker still reading ahead
 
 
 def build_loader(cfg: DataConfig, settings: LoaderSettings, tokenizer: Any,

@@ -6,8 +6,9 @@ python) and raytrain.py (Ray Train) both call it. Every rank runs the same steps
     micro batch from the rank's ShardLoader (time spent waiting = data wait) -> engine(batch) ->
     engine.backward(loss) -> engine.step()   (DeepSpeed accumulates, clips, steps AdamW and the schedule)
     every log_every steps: metrics averaged over ranks -> metrics.jsonl + TensorBoard (rank 0)
-    every eval_every steps and at the end (when set): rank 0 scores held-out samples (sort, text-only
-        sort, t2v), the other ranks wait; one row each in heldout.jsonl
+    every eval_every steps and at the end (when set): rank 0 scores the same first eval_samples held-out
+        samples (sort, text-only sort, t2v), the other ranks wait; one row each in heldout.jsonl; an
+        error there stops every rank (heldout.on_rank0), not only rank 0
     every checkpoint_every steps and at the end: checkpoint (checkpoint.py), keep the last M
 
 output.dir may be an fsspec URL (s3://...): each rank then writes into its local staging folder and
@@ -38,6 +39,7 @@ from common.atomic import write_text
 from common.config import ConfigError
 from training import checkpoint as ckpt
 from training.config import PretrainConfig
+from training.data import to_device  # bench/training.py imports it from here
 
 # DeepSpeed's ZeRO calls a torch collective that torch 2.14 flags as deprecated, once per step.
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
@@ -129,17 +131,6 @@ def seed_everything(seed: int, rank: int) -> None:
     random.seed(seed + rank)
     np.random.seed(seed + rank)
     torch.manual_seed(seed + rank)
-
-
-def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> dict:
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, non_blocking=True)
-            if dtype is not None and value.is_floating_point():
-                value = value.to(dtype)
-        out[key] = value
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,6 +227,7 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     import deepspeed
     import torch.distributed as dist
 
+    from training import heldout as heldout_eval
     from training.data import LoaderSettings, build_loader, expand_shards, load_blocklist
     from training.model import TVTS, build_tokenizer
     from training.model_config import load_preset
@@ -389,17 +381,18 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                 window = MetricWindow()
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
                 # Before the checkpoint: a run killed in between redoes this evaluation on resume.
+                scores = heldout_eval.on_rank0(
+                    lambda: heldout_eval.held_out_pass(engine.module, heldout, t.eval_samples, engine.device, dtype,
+                                                       cfg.seed, sort=t.mode == "pretrain"), rank, world, engine.device)
                 if rank == 0:
-                    scores = held_out_pass(engine.module, heldout, t.eval_samples, engine.device, dtype, cfg.seed,
-                                           sort=t.mode == "pretrain")
-                    sink.write({"step": step, **scores}, group="heldout")
+                    keys = scores.pop("keys")
+                    sink.write({"step": step, **scores, "samples_sha1": heldout_eval.keys_digest(keys)}, group="heldout")
                     sort_text = ""
                     if "sort_acc" in scores:
                         sort_text = (f"sort {scores['sort_acc']:.1f}% (text only {scores['sort_acc_text_only']:.1f}%), "
                                      f"position {scores['pos_acc']:.1f}%, ")
                     progress.write(f"step {step}: held-out {sort_text}t2v R@1 {scores['R@1']:.1f}% "
                                    f"of {scores['samples']} samples")
-                dist.barrier()
             if step % t.checkpoint_every == 0 or step == t.max_steps:
                 save(engine, store, step, rank, loader, window, run_info, t.keep_last)
                 last_saved = step
@@ -415,34 +408,6 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
             "checkpoint": ckpt.show(ckpt.child(store.root, ckpt.tag_for(step))),
             "metrics": store.where("metrics.jsonl"),
             "skipped": loader.skip_counts()}
-
-
-def held_out_pass(model, loader, samples: int, device, dtype, seed: int, sort: bool) -> dict[str, float]:
-    """Rank 0's evaluation during training: the first `samples` held-out samples with shuffles and masks
-    from their own seeded generator (the same every time), leaving the training RNG streams untouched
-    so that a run with evaluations trains exactly like one without."""
-    from training.evaluate import held_out_scores
-    from training.losses import local_only
-
-    def batches():
-        seen = 0
-        loader.epoch, loader.epochs = 0, 1
-        for batch in loader:
-            yield to_device(batch, device, dtype)
-            seen += batch["video"].shape[0]
-            if seen >= samples:
-                return
-
-    state = ckpt.rng_state()
-    model.eval()
-    try:
-        with local_only():                 # the other ranks wait at a barrier: no collectives in here
-            return held_out_scores(model, batches(), torch.Generator(device=device).manual_seed(seed), sort=sort)
-    except ValueError as exc:              # an empty held-out split: say which keys to change
-        raise ConfigError(f"train.eval_every: {exc}; raise data.holdout_fraction or give data.eval_shards") from exc
-    finally:
-        model.train()
-        ckpt.set_rng_state(state)
 
 
 def fault_injection(step: int, rank: int) -> None:

@@ -14,15 +14,22 @@ Tasks
   transcripts alone, no video tokens; row "T, SortTSF") and random guessing (`chance_*`); and a control,
   mismatched video (`*_other_video`: each sample's transcripts sorted against the frames of a sample of
   another video).
-- t2v: text-to-video retrieval among the held-out samples: R@1/5/10 (%) and median rank. The query of a
-  sample is the mean of its K projected transcript embeddings (what L_base trains; eval.text_query "mean")
-  or its K transcripts joined into one text ("concat", like DiDeMo's paragraph-to-video).
+- t2v: text-to-video retrieval among the held-out videos: R@1/5/10 (%), median and mean rank, and the
+  video-to-text direction (`v2t_*`). Every held-out span is a query; the gallery has one entry per video
+  (the normalised mean of its spans' video embeddings), so a query is right when it finds its own video,
+  as in MSR-VTT's many captions per clip; the overlapping spans of one video are never each other's
+  negatives. The query of a span is the mean of its K projected transcript embeddings (what L_base
+  trains; eval.text_query "mean") or its K transcripts joined into one text ("concat", like DiDeMo's
+  paragraph-to-video). Ranks: 1 + the videos scoring strictly higher (ties in the query's favour, as
+  CLIP4Clip counts them; training/metrics.py), `tied` says how many queries had a tie.
+eval.max_samples limits every pass (each sort repeat too) to the same first samples.
 Prints a table and writes <task>.json into output.dir (demo: data/demo-run/eval).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -35,6 +42,7 @@ import torch
 
 from common.atomic import write_json
 from common.config import add_config_args, load_from_args
+from training.metrics import grouped_retrieval, is_permutation
 
 TASKS = ("sort", "t2v")
 
@@ -85,17 +93,6 @@ def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]
     return model.eval(), info
 
 
-def retrieval_metrics(text_emb: torch.Tensor, video_emb: torch.Tensor) -> dict[str, float]:
-    """Query i's true video is video i. Ranks are 1-based; ties count against the query."""
-    sim = text_emb @ video_emb.t()                                  # [N, N]
-    true = sim.diagonal().unsqueeze(1)                              # [N, 1]
-    ranks = (sim > true).sum(dim=1) + 1                             # [N]
-    out = {f"R@{k}": 100.0 * (ranks <= k).float().mean().item() for k in (1, 5, 10)}
-    out["MedR"] = float(ranks.float().median().item())
-    out["chance_R@1"] = 100.0 / len(ranks)
-    return out
-
-
 def sort_batch_sums(model, batch: dict, generator: torch.Generator) -> dict[str, float]:
     """One batch's sort scores, summed over its samples (sort_percentages turns the sums into %):
     with the pretraining mask and without masking; permutation_rate, the samples whose K predicted
@@ -106,12 +103,11 @@ def sort_batch_sums(model, batch: dict, generator: torch.Generator) -> dict[str,
     out = model(batch, mode="pretrain", generator=generator)
     plain = model(batch, mode="pretrain", mask_ratio=0.0, generator=generator)
     text_only = model(batch, mode="pretrain", generator=generator, sort_with_video=False)
-    guess = out["sort_logits"].argmax(dim=-1).sort(dim=-1).values                # [B, K]
     sums = {"samples": float(b),
             "sort_acc": out["sort_acc"].item() * b, "pos_acc": out["pos_acc"].item() * b,
             "sort_acc_unmasked": plain["sort_acc"].item() * b, "pos_acc_unmasked": plain["pos_acc"].item() * b,
             "sort_acc_text_only": text_only["sort_acc"].item() * b, "pos_acc_text_only": text_only["pos_acc"].item() * b,
-            "permutation_rate": float((guess.diff(dim=-1) != 0).all(dim=-1).sum().item())}
+            "permutation_rate": float(is_permutation(out["sort_logits"]).sum().item())}
     partner = other_video_partner(batch.get("video_ids") or [str(i) for i in range(b)])
     if partner is not None:
         other = model(dict(batch, video=batch["video"][partner]), mode="pretrain", generator=generator)
@@ -146,13 +142,18 @@ def sort_percentages(sums: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def keys_digest(keys: list[str]) -> str:
+    """A short fingerprint of the samples scored: equal in two results when they scored the same samples."""
+    return hashlib.sha1("\n".join(keys).encode("utf-8")).hexdigest()[:12]
+
+
 @torch.no_grad()
-def held_out_scores(model, batches, generator: torch.Generator, sort: bool = True) -> dict[str, float]:
+def held_out_scores(model, batches, generator: torch.Generator, sort: bool = True) -> dict[str, Any]:
     """What training logs every train.eval_every steps: the sort scores (%) of one pass over `batches`
     (unless `sort` is off: post-pretraining has no sort loss) and text-to-video retrieval among the
-    same samples (mean-of-transcripts queries)."""
+    same samples (mean-of-transcripts queries, one gallery entry per video). `keys`: the samples scored."""
     sums: dict[str, float] = {"samples": 0.0}
-    videos, texts = [], []
+    videos, texts, video_ids, keys = [], [], [], []
     for batch in batches:
         if sort:
             for key, value in sort_batch_sums(model, batch, generator).items():
@@ -161,16 +162,20 @@ def held_out_scores(model, batches, generator: torch.Generator, sort: bool = Tru
             sums["samples"] += batch["video"].shape[0]
         videos.append(model.encode_video(batch["video"]))
         texts.append(model.encode_text(batch["text_ids"], batch["text_mask"]))
+        video_ids += batch["video_ids"]
+        keys += batch["keys"]
     if not videos:
-        raise ValueError("no held-out samples to evaluate")
-    retrieval = retrieval_metrics(torch.cat(texts).float(), torch.cat(videos).float())
-    return {"samples": int(sums["samples"]), **sort_percentages(sums),
-            "R@1": retrieval["R@1"], "R@5": retrieval["R@5"], "MedR": retrieval["MedR"]}
+        from training.data import DataError
+
+        raise DataError("no held-out samples to evaluate")
+    retrieval = grouped_retrieval(torch.cat(texts), torch.cat(videos), video_ids)
+    return {"samples": int(sums["samples"]), "videos": int(retrieval["gallery"]), **sort_percentages(sums),
+            "R@1": retrieval["R@1"], "R@5": retrieval["R@5"], "MedR": retrieval["MedR"], "keys": keys}
 
 
 @torch.no_grad()
 def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
-    from training.data import LoaderSettings, build_loader
+    from training.data import LoaderSettings, build_loader, first_samples
     from training.model import build_tokenizer
 
     model, info = load_model(checkpoint)
@@ -191,39 +196,37 @@ def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
     loader = build_loader(data_cfg, settings, tokenizer, epochs=1)
     generator = torch.Generator().manual_seed(cfg.seed)
     start = time.perf_counter()
-    n = 0
     sums: dict[str, float] = {}
-    videos, texts = [], []
-    for repeat in range(cfg.eval.sort_repeats if task == "sort" else 1):
-        loader.epoch, loader.epochs = 0, 1
-        for batch in loader:
-            b = batch["video"].shape[0]
+    videos, texts, video_ids, keys = [], [], [], []
+    for _ in range(cfg.eval.sort_repeats if task == "sort" else 1):
+        keys = []          # every repeat scores the same samples, with fresh shuffles and masks
+        for batch in first_samples(loader, cfg.eval.max_samples):
+            keys += batch["keys"]
             if task == "sort":
                 for key, value in sort_batch_sums(model, batch, generator).items():
                     sums[key] = sums.get(key, 0.0) + value
+                continue
+            videos.append(model.encode_video(batch["video"]))
+            video_ids += batch["video_ids"]
+            if cfg.eval.text_query == "mean":
+                texts.append(model.encode_text(batch["text_ids"], batch["text_mask"]))
             else:
-                videos.append(model.encode_video(batch["video"]))
-                if cfg.eval.text_query == "mean":
-                    texts.append(model.encode_text(batch["text_ids"], batch["text_mask"]))
-                else:
-                    joined = [" ".join(t) for t in batch["transcripts"]]
-                    tok = tokenizer(joined, max_length=min(512, settings.max_text_length * mcfg.num_transcripts),
-                                    truncation=True, padding="longest", return_tensors="pt")
-                    texts.append(model.encode_text(tok["input_ids"], tok["attention_mask"]))
-            n += b
-            if cfg.eval.max_samples and n >= cfg.eval.max_samples * (repeat + 1):
-                break
-    if n == 0:
+                joined = [" ".join(t) for t in batch["transcripts"]]
+                tok = tokenizer(joined, max_length=min(512, settings.max_text_length * mcfg.num_transcripts),
+                                truncation=True, padding="longest", return_tensors="pt")
+                texts.append(model.encode_text(tok["input_ids"], tok["attention_mask"]))
+    if not keys:
         raise ValueError("no evaluation samples")
     k = mcfg.num_transcripts
     result: dict[str, Any] = {"task": task, "checkpoint": str(checkpoint), "preset": info.get("preset"),
-                              "samples": n // (cfg.eval.sort_repeats if task == "sort" else 1),
+                              "samples": len(keys), "samples_sha1": keys_digest(keys),
                               "seconds": round(time.perf_counter() - start, 2),
                               "skipped": loader.skip_counts(),
                               "eval_data": data_cfg.eval_shards or f"held-out videos of {data_cfg.shards} "
                                                                  f"(fraction {data_cfg.holdout_fraction})"}
     if task == "sort":
         result.update(sort_percentages(sums))
+        result["sort_repeats"] = cfg.eval.sort_repeats
         result["mask_ratio"] = mcfg.video.mask_ratio
         result["sort_head"] = mcfg.sort.head
         result["chance_sort_acc"] = 100.0 / k ** k
@@ -232,17 +235,53 @@ def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
         result["chance_sort_acc_permutation"] = 100.0 / math.factorial(k)
         result["chance_pos_acc"] = 100.0 / k
     else:
-        result.update(retrieval_metrics(torch.cat(texts), torch.cat(videos)))
+        retrieval = grouped_retrieval(torch.cat(texts), torch.cat(videos), video_ids)
+        result["videos"] = int(retrieval.pop("gallery"))
+        retrieval.pop("queries")
+        result.update(retrieval)
+        result["rank_ties"] = "optimistic"
         result["text_query"] = cfg.eval.text_query
     return result
 
 
+def sort_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, sort key, position key) of appendix Table 6 and its controls, in the order printed."""
+    mask = result.get("mask_ratio", 0.0)
+    return [(f"text + video (mask {mask:.0%})", "sort_acc", "pos_acc"),
+            ("text + video (no mask)", "sort_acc_unmasked", "pos_acc_unmasked"),
+            ("text only (T, SortTSF)", "sort_acc_text_only", "pos_acc_text_only"),
+            ("control: another video's frames", "sort_acc_other_video", "pos_acc_other_video"),
+            ("random: K independent guesses", "chance_sort_acc", "chance_pos_acc"),
+            ("random: a permutation (1/K!)", "chance_sort_acc_permutation", "chance_pos_acc")]
+
+
+def table_lines(result: dict[str, Any]) -> list[str]:
+    """The short table `print_table` prints: Table 6 side by side for sort, both directions for t2v."""
+    def pct(key: str) -> str:
+        return f"{result[key]:.2f}%" if key in result else "-"
+
+    lines = [f"{result['task']} on {result['eval_data']} ({result['preset']}, {result['checkpoint']})"]
+    if result["task"] == "sort":
+        rows = [(label, pct(a), pct(b)) for label, a, b in sort_rows(result) if a in result]
+        width = max(len(label) for label, _, _ in rows)
+        lines.append(f"  {'':<{width}}  {'sort (all K)':>12}  {'position':>9}")
+        lines += [f"  {label:<{width}}  {a:>12}  {b:>9}" for label, a, b in rows]
+        lines.append(f"  {result['samples']} samples x {result.get('sort_repeats', 1)} repeats; "
+                     f"guesses that are orderings {pct('permutation_rate')}; head '{result.get('sort_head')}'")
+    else:
+        cols = ("R@1", "R@5", "R@10", "MedR", "MeanR")
+        lines.append(f"  {'':<14}" + "".join(f"{c:>8}" for c in cols))
+        for label, prefix in (("text -> video", ""), ("video -> text", "v2t_")):
+            cells = [f"{result[prefix + c]:.2f}" if prefix + c in result else "-" for c in cols]
+            lines.append(f"  {label:<14}" + "".join(f"{c:>8}" for c in cells))
+        lines.append(f"  {result['samples']} queries, {result.get('videos')} videos (one gallery entry each); chance "
+                     f"R@1 {pct('chance_R@1')}; ties ({result.get('rank_ties')}) {pct('tied')} of queries")
+    lines.append(f"  {result['seconds']:.1f} s; samples_sha1 {result.get('samples_sha1')}")
+    return lines
+
+
 def print_table(result: dict[str, Any]) -> None:
-    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float))]
-    width = max(len(k) for k, _ in rows)
-    print(f"{result['task']} on {result['eval_data']} ({result['preset']}, {result['checkpoint']})")
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value:.2f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    print("\n".join(table_lines(result)))
 
 
 def main(argv: list[str] | None = None) -> int:

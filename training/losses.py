@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from training.metrics import sort_accuracies
+
 _LOCAL_ONLY = [False]
 
 
@@ -86,7 +88,5 @@ def sort_loss_and_accuracy(logits: torch.Tensor, positions: torch.Tensor
     K = logits.shape[-1]
     loss = F.cross_entropy(logits.float().reshape(-1, K), positions.reshape(-1))
     with torch.no_grad():
-        right = logits.argmax(dim=-1) == positions                  # [B, K]
-        sort_acc = right.all(dim=1).float().mean()
-        pos_acc = right.float().mean()
+        sort_acc, pos_acc = sort_accuracies(logits, positions)
     return loss, sort_acc, pos_acc

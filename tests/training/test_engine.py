@@ -71,19 +71,6 @@ def test_mismatched_video_control_pairs_each_sample_with_another_video():
     assert other_video_partner(["a", "a"]) is None   # one video: nothing to ablate against
 
 
-def test_held_out_evaluation_of_an_empty_split_is_a_config_error():
-    from common.config import ConfigError
-    from training.engine import held_out_pass
-
-    class EmptyLoader(list):
-        epoch = epochs = 0
-
-    model = torch.nn.Linear(2, 2)
-    with pytest.raises(ConfigError, match="data.holdout_fraction"):
-        held_out_pass(model, EmptyLoader(), 8, torch.device("cpu"), None, seed=0, sort=True)
-    assert model.training                          # left in training mode
-
-
 def test_post_pretrain_config_loads():
     cfg = load_config(PretrainConfig, ROOT / "configs" / "post-pretrain.yaml", job="pretrain")
     assert cfg.train.mode == "post" and cfg.train.post_frames == [1, 4]

@@ -51,6 +51,7 @@ def test_kill_rank_then_resume_gives_the_same_curve(shards, tmp_path):
     heldout = metrics(out, "heldout.jsonl")
     assert not (ref_out / "heldout.jsonl").exists()
     assert [r["step"] for r in heldout] == [2, 4, 6, 7] and all(r["samples"] == 4 for r in heldout)
+    assert len({r["samples_sha1"] for r in heldout}) == 1       # the same 4 samples every time
     assert all(0 <= r["sort_acc"] <= r["pos_acc"] <= 100 and 0 <= r["R@1"] <= 100 and r["MedR"] >= 1 for r in heldout)
     # each micro batch of 2 holds the 2 spans of one video: no other video to pair for the mismatched-video
     # control; the text-only ablation needs no partner
