@@ -427,38 +427,43 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict]:
         while self.epochs is None or self.epoch < self.epochs:
             stream = self._dataloader()
-            buffers: dict[int, collections.deque] = collections.defaultdict(collections.deque)
-            if self.next_worker in self.ended:
-                self.next_worker = self._next_active(self.next_worker)
-            while len(self.ended) < self.n_logical:
-                w = self.next_worker
-                while not buffers[w]:
-                    try:
-                        item = next(stream)
-                    except StopIteration:
-                        raise DataError(f"data loader workers stopped early (rank {self.ds.s.rank})") from None
-                    buffers[item.get("_end", item.get("_worker"))].append(item)
-                item = buffers[w].popleft()
-                self.skips[w] = item["_skips"]
-                if "_end" in item:
-                    self.ended.add(w)
-                    self.next_worker = self._next_active(w)
-                    continue
-                self.positions[w] = item.pop("_position")
-                item.pop("_worker"), item.pop("_skips")
-                self.next_worker = self._next_active(w)
-                self.batches_this_epoch += 1
-                yield item
-            if self.batches_this_epoch == 0:
-                raise DataError(
-                    f"rank {self.ds.s.rank}: no usable {self.ds.s.split} samples in {len(self.ds.urls)} shard(s) "
-                    f"(skipped: {self.skip_counts() or 'none'}; batch size {self.ds.s.batch_size}, hold-out "
-                    f"{self.ds.cfg.holdout_fraction}) - check data.shards")
-            if isinstance(stream, ThreadPrefetch):
-                stream.close()
+            try:
+                yield from self._epoch(stream)
+            finally:   # also when the consumer stops early: a prefetch thread must not read on
+                if isinstance(stream, ThreadPrefetch):
+                    stream.close()
             del stream
             self.epoch += 1
             self.positions, self.ended, self.next_worker, self.batches_this_epoch = {}, set(), 0, 0
+
+    def _epoch(self, stream) -> Iterator[dict]:
+        buffers: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        if self.next_worker in self.ended:
+            self.next_worker = self._next_active(self.next_worker)
+        while len(self.ended) < self.n_logical:
+            w = self.next_worker
+            while not buffers[w]:
+                try:
+                    item = next(stream)
+                except StopIteration:
+                    raise DataError(f"data loader workers stopped early (rank {self.ds.s.rank})") from None
+                buffers[item.get("_end", item.get("_worker"))].append(item)
+            item = buffers[w].popleft()
+            self.skips[w] = item["_skips"]
+            if "_end" in item:
+                self.ended.add(w)
+                self.next_worker = self._next_active(w)
+                continue
+            self.positions[w] = item.pop("_position")
+            item.pop("_worker"), item.pop("_skips")
+            self.next_worker = self._next_active(w)
+            self.batches_this_epoch += 1
+            yield item
+        if self.batches_this_epoch == 0:
+            raise DataError(
+                f"rank {self.ds.s.rank}: no usable {self.ds.s.split} samples in {len(self.ds.urls)} shard(s) "
+                f"(skipped: {self.skip_counts() or 'none'}; batch size {self.ds.s.batch_size}, hold-out "
+                f"{self.ds.cfg.holdout_fraction}) - check data.shards")
 
 
 def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> dict:
