@@ -64,17 +64,33 @@ def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(local)
 
 
-def contrastive_loss(video_emb: torch.Tensor, text_emb: torch.Tensor, temperature: float) -> torch.Tensor:
+def gather_local_grad(local: torch.Tensor) -> torch.Tensor:
+    """Like `gather_with_grad`, but the other ranks' rows are constants: the gradient of this rank's loss
+    reaches its own rows only (the authors' `AllGather`-then-replace). A no-op in one process."""
+    if not _distributed():
+        return local
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local.detach().contiguous())
+    parts[dist.get_rank()] = local
+    return torch.cat(parts, dim=0)
+
+
+def contrastive_loss(video_emb: torch.Tensor, text_emb: torch.Tensor, temperature: float,
+                     gather_grad: str = "global", directions: str = "mean") -> torch.Tensor:
     """Symmetric InfoNCE on L2-normalised embeddings [b, D] (local shard), gathered over ranks.
 
     logits[i, j] = cos(video_i, text_j) / tau over the global batch; the pair (i, i) is the positive;
-    the loss is the mean of the video->text and text->video cross-entropies.
+    the loss is the mean (`directions="mean"`) or the sum ("sum") of the video->text and text->video
+    cross-entropies. `gather_grad` (model.loss.gather_grad): "global" differentiates the global loss
+    exactly; "local" through this rank's rows only (module docstring, LossConfig).
     """
-    videos = gather_with_grad(video_emb)                            # [B, D], B = world * b
-    texts = gather_with_grad(text_emb)                              # [B, D]
+    gather = gather_with_grad if gather_grad == "global" else gather_local_grad
+    videos = gather(video_emb)                                      # [B, D], B = world * b
+    texts = gather(text_emb)                                        # [B, D]
     logits = videos.float() @ texts.float().t() / temperature       # [B, B], fp32 even under bf16
     target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    both = F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)
+    return both if directions == "sum" else 0.5 * both
 
 
 def sort_loss_and_accuracy(logits: torch.Tensor, positions: torch.Tensor

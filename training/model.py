@@ -97,8 +97,11 @@ class VideoEncoder(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def _temporal_embed(self, slices: int) -> torch.Tensor:
-        """[1, t, Dv]; linearly resampled when a clip has another number of slices than the preset."""
+        """[1, t, Dv]; for a clip with another number of slices than the preset, linearly resampled, or
+        (video.temporal_resample=first, fewer slices) its first t rows."""
         emb = self.temporal_embed
+        if slices < emb.shape[1] and self.cfg.temporal_resample == "first":
+            return emb[:, :slices]
         if slices != emb.shape[1]:
             emb = F.interpolate(emb.transpose(1, 2).float(), size=slices, mode="linear",
                                 align_corners=False).transpose(1, 2).to(self.temporal_embed.dtype)
@@ -174,7 +177,8 @@ def load_image_weights(encoder: VideoEncoder, source: str | Path) -> tuple[list[
     """Initialise the video encoder from a 2D image ViT (`image_vit_state`); returns (missing, unexpected) keys.
 
     The 2D patch kernel [Dv, 3, p, p] is repeated over the tubelet's frames and divided by their number,
-    so a still video gives the image model's patch features. A position embedding for another grid is
+    so a still video gives the image model's patch features (video.inflation=repeat: not divided, as the
+    authors' code does). A position embedding for another grid is
     resized. A checkpoint deeper than the preset gives its first `video.depth` blocks (the rest are
     reported as unexpected), as are decoder, mask token and classifier weights.
     """
@@ -184,7 +188,8 @@ def load_image_weights(encoder: VideoEncoder, source: str | Path) -> tuple[list[
     kernel = state.get("patch_embed.proj.weight")
     if kernel is not None and kernel.dim() == 4:                       # [Dv, 3, p, p] -> [Dv, 3, tubelet, p, p]
         frames = own["patch_embed.proj.weight"].shape[2]
-        state["patch_embed.proj.weight"] = kernel.unsqueeze(2).repeat(1, 1, frames, 1, 1) / frames
+        inflated = kernel.unsqueeze(2).repeat(1, 1, frames, 1, 1)
+        state["patch_embed.proj.weight"] = inflated if encoder.cfg.inflation == "repeat" else inflated / frames
     pos = state.get("pos_embed")
     if pos is not None and pos.shape != own["pos_embed"].shape:        # another image size: resize the grid
         old, new = math.isqrt(pos.shape[1] - 1), math.isqrt(own["pos_embed"].shape[1] - 1)
@@ -461,7 +466,8 @@ class TVTS(nn.Module):
         # 3. Common space: video [CLS] vs the mean of the K projected transcripts (order-free).
         video_emb = F.normalize(self.video_proj(video_tokens[:, 0]), dim=-1)       # [B, D]
         text_emb = F.normalize(self.text_proj(text_cls).mean(dim=1), dim=-1)       # [B, D]
-        loss_base = contrastive_loss(video_emb, text_emb, self.cfg.temperature)
+        loss_base = contrastive_loss(video_emb, text_emb, self.cfg.temperature, self.cfg.loss.gather_grad,
+                                     self.cfg.loss.directions)
 
         out = {"video_emb": video_emb, "text_emb": text_emb, "loss_base": loss_base}
         if mode == "post" or K < 2:

@@ -35,6 +35,17 @@ class VideoConfig:
     # DINOv2 ViT-S/14 backbone that scripts/setup.sh unpacks; "dinov2:PATH" for another copy), or null
     # (random init). The patch kernel is inflated over the tubelet; the first video.depth blocks load.
     init: str | None = None
+    # The at-scale recipe starts from ImageMAE weights: with require_init, a missing video.init is a config
+    # error; "none" says random init on purpose.
+    require_init: bool = False
+    # How the 2D patch kernel [Dv, 3, p, p] becomes the tubelet kernel: "scaled" repeats it over the
+    # tubelet's frames and divides by their number (a still video gives the image model's features);
+    # "repeat" repeats it without dividing (the authors' code: a still video's patch features x tubelet).
+    inflation: Literal["scaled", "repeat"] = "scaled"
+    # A clip with fewer temporal slices than the temporal embedding (post-pretraining on 8 frames of a
+    # 16-frame model): "interpolate" resamples the embedding linearly; "first" takes its first rows (the
+    # authors' code).
+    temporal_resample: Literal["interpolate", "first"] = "interpolate"
     grad_checkpointing: bool = False  # recompute block activations in backward (saves memory)
 
     def validate(self) -> None:
@@ -46,6 +57,12 @@ class VideoConfig:
             raise ConfigError(f"video.dim {self.dim} is not divisible by video.heads {self.heads}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ConfigError(f"video.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.require_init and not self.init:
+            raise ConfigError("video.init is not set, and this recipe starts the video tower from ImageMAE "
+                              "ViT-B/16 weights: set video.init to the checkpoint (mae_pretrain_vit_base.pth), or "
+                              "video.init=none to train from random init on purpose")
+        if isinstance(self.init, str) and self.init.lower() == "none":
+            self.init, self.require_init = None, False   # random init, asked for: the requirement is met
 
     @property
     def grid(self) -> int:            # patches per side
@@ -97,6 +114,18 @@ class SortConfig:
 
 
 @dataclass
+class LossConfig:
+    """How L_base is reduced and differentiated across ranks (ARCHITECTURE.md, "Contrastive gradient")."""
+    # "global": the exact gradient of the global-batch loss (the gather's backward sums every rank's
+    # gradient). "local": the authors' code: other ranks' embeddings are gathered as constants, so each
+    # rank back-propagates its own loss through its own slice only; after the data-parallel average
+    # L_base's gradient is about 1/world_size of the global one (L_sort's is unchanged).
+    gather_grad: Literal["global", "local"] = "global"
+    # "mean": (CE video->text + CE text->video) / 2; "sum": their sum (the authors' code), twice the weight.
+    directions: Literal["mean", "sum"] = "mean"
+
+
+@dataclass
 class ModelConfig:
     name: str = "custom"
     embed_dim: int = 256              # D: the common video-text space
@@ -105,6 +134,7 @@ class ModelConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     text: TextConfig = field(default_factory=TextConfig)
     sort: SortConfig = field(default_factory=SortConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def validate(self) -> None:
         if self.num_transcripts < 1:

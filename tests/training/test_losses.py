@@ -73,15 +73,15 @@ def _setup_inputs():
     return video_tower, text_tower, video_feats, text_feats
 
 
-def _loss_and_grads(video_tower, text_tower, video_feats, text_feats):
+def _loss_and_grads(video_tower, text_tower, video_feats, text_feats, gather_grad="global"):
     video = F.normalize(video_tower(video_feats), dim=-1)
     text = F.normalize(text_tower(text_feats), dim=-1)
-    loss = contrastive_loss(video, text, 0.05)
+    loss = contrastive_loss(video, text, 0.05, gather_grad=gather_grad)
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in (*video_tower.parameters(), *text_tower.parameters())]
 
 
-def _rank_main(rank: int, world: int, port: int, out_path: str) -> None:
+def _rank_main(rank: int, world: int, port: int, out_path: str, gather_grad: str = "global") -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -89,7 +89,7 @@ def _rank_main(rank: int, world: int, port: int, out_path: str) -> None:
         torch.set_num_threads(1)
         video_tower, text_tower, video_feats, text_feats = _setup_inputs()
         shard = slice(rank * 3, (rank + 1) * 3)                     # this rank's half of the batch
-        loss, grads = _loss_and_grads(video_tower, text_tower, video_feats[shard], text_feats[shard])
+        loss, grads = _loss_and_grads(video_tower, text_tower, video_feats[shard], text_feats[shard], gather_grad)
         for grad in grads:                                          # data-parallel gradient average (DDP/DeepSpeed)
             dist.all_reduce(grad)
             grad /= world
@@ -113,3 +113,25 @@ def test_two_gloo_ranks_match_one_process_on_the_concatenated_batch(tmp_path):
         assert rank_loss.item() == pytest.approx(single_loss.item(), rel=1e-5)
     for grad, expected in zip(result["grads"], single_grads):
         assert torch.allclose(grad, expected, atol=1e-5), (grad - expected).abs().max()
+
+
+def test_local_gather_grad_is_the_authors_one_over_world_size(tmp_path):
+    """loss.gather_grad=local (the authors' code): the same loss value on every rank, but after the
+    data-parallel average the gradient is exactly the global one divided by world_size."""
+    import torch.multiprocessing as mp
+
+    out_path = str(tmp_path / "rank0.pt")
+    mp.spawn(_rank_main, args=(2, _free_port(), out_path, "local"), nprocs=2, join=True)
+    result = torch.load(out_path)
+    single_loss, single_grads = _loss_and_grads(*_setup_inputs())
+    for rank_loss in result["losses"]:
+        assert rank_loss.item() == pytest.approx(single_loss.item(), rel=1e-5)
+    for grad, expected in zip(result["grads"], single_grads):
+        assert torch.allclose(grad, expected / 2, atol=1e-5), (grad - expected / 2).abs().max()
+
+
+def test_summed_directions_are_twice_the_mean():
+    torch.manual_seed(1)
+    video, text = F.normalize(torch.randn(5, 4), dim=-1), F.normalize(torch.randn(5, 4), dim=-1)
+    mean = contrastive_loss(video, text, 0.05)
+    assert contrastive_loss(video, text, 0.05, directions="sum").item() == pytest.approx(2 * mean.item(), rel=1e-6)

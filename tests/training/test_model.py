@@ -386,3 +386,54 @@ def test_mean_pooling_is_the_masked_mean_and_ignores_padding():
     assert torch.allclose(short, hidden.mean(dim=1), atol=1e-6)
     assert torch.allclose(short, padded, atol=1e-5)
     assert not torch.allclose(short, hidden[:, 0])                          # not the [CLS] feature
+
+
+def test_reproduction_choices_inflation_temporal_rows_and_required_init(tmp_path):
+    """video.inflation=repeat (the authors' kernel: not divided), video.temporal_resample=first (the first
+    rows for fewer slices), video.require_init (refuses a missing init; "none" is random init on purpose)."""
+    from common.config import ConfigError
+
+    cfg = load_preset("tiny", ["video.depth=1"])
+    dim, p = cfg.video.dim, cfg.video.patch_size
+    kernel = torch.randn(dim, 3, p, p, generator=torch.Generator().manual_seed(5))
+    path = tmp_path / "mae.pth"
+    torch.save({"model": {"patch_embed.proj.weight": kernel}}, path)
+    scaled, repeated = VideoEncoder(cfg), VideoEncoder(load_preset("tiny", ["video.depth=1", "video.inflation=repeat"]))
+    load_image_weights(scaled, path)
+    load_image_weights(repeated, path)
+    tubelet = cfg.video.tubelet
+    assert torch.allclose(repeated.patch_embed.proj.weight, scaled.patch_embed.proj.weight * tubelet, atol=1e-6)
+    assert torch.equal(repeated.patch_embed.proj.weight[:, :, 0], kernel)
+
+    first = VideoEncoder(load_preset("tiny", ["video.depth=1", "video.temporal_resample=first"]))
+    with torch.no_grad():
+        first.temporal_embed.copy_(torch.randn_like(first.temporal_embed))
+        scaled.temporal_embed.copy_(first.temporal_embed)
+    slices = first.temporal_embed.shape[1]
+    assert slices > 1
+    assert torch.equal(first._temporal_embed(1), first.temporal_embed[:, :1])
+    assert not torch.allclose(scaled._temporal_embed(1), first.temporal_embed[:, :1])   # interpolated instead
+    assert torch.equal(first._temporal_embed(slices), first.temporal_embed)
+
+    with pytest.raises(ConfigError, match="video.init is not set"):
+        load_preset("tiny", ["video.require_init=true"])
+    chosen = load_preset("tiny", ["video.require_init=true", "video.init=none"])
+    assert chosen.video.init is None and not chosen.video.require_init
+
+
+def test_reproduction_config_uses_the_authors_choices():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    train = yaml.safe_load((root / "configs" / "pretrain-yt-temporal.yaml").read_text())["pretrain"]["train"]
+    cfg = load_preset(train["preset"], [o for o in train["model_overrides"] if not o.startswith("video.init=")]
+                      + ["video.init=none"])
+    assert (cfg.loss.gather_grad, cfg.loss.directions, cfg.video.inflation) == ("local", "sum", "repeat")
+    with pytest.raises(Exception, match="video.init is not set"):
+        load_preset(train["preset"], [o for o in train["model_overrides"] if not o.startswith("video.init=")])
+    ds = __import__("json").loads((root / train["deepspeed"]).read_text())
+    assert ds["gradient_clipping"] == 0.0
+    post = yaml.safe_load((root / "configs" / "post-pretrain.yaml").read_text())["pretrain"]["train"]
+    assert "video.temporal_resample=first" in post["model_overrides"]
