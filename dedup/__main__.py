@@ -1,4 +1,4 @@
-"""`python -m dedup leakage|near-dups|rewrite-shards ...` (see README and dedup/leakage.py)."""
+"""`python -m dedup leakage|review|blocklist|near-dups|rewrite-shards ...` (see README, dedup/leakage.py, dedup/review.py)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,10 @@ USAGE = """usage: python -m dedup COMMAND ...
 commands:
   leakage         corpus vs downstream sets: python -m dedup leakage --config configs/leakage.yaml [--set key=value ...]
                   writes report.html, report.json, summary.json and blocklist.txt into output.dir
+  review          the report's review page on 127.0.0.1, decisions saved beside it (decisions.json):
+                  python -m dedup review --report OUTPUT_DIR [--port 8765]
+  blocklist       rebuild blocklist.txt from decisions.json, no features recomputed:
+                  python -m dedup blocklist --report OUTPUT_DIR [--decisions DOWNLOADED.json] [--undecided block|keep]
   near-dups       within-corpus near-duplicates: python -m dedup near-dups --config configs/demo.yaml [--set ...]
                   writes near_dups.json and blocklist.txt into output.dir (keeps one sample per group)
   rewrite-shards  copy shards without blocked samples:
@@ -51,7 +55,8 @@ def rewrite_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return dispatch(argv, USAGE, {"leakage": "dedup.leakage:main", "near-dups": "dedup.near_dups:main",
+    return dispatch(argv, USAGE, {"leakage": "dedup.leakage:main", "review": "dedup.review:review_main",
+                                  "blocklist": "dedup.review:blocklist_main", "near-dups": "dedup.near_dups:main",
                                   "near_dups": "dedup.near_dups:main", "rewrite-shards": rewrite_main})
 
 

@@ -164,9 +164,21 @@ class RayConfig:
 @dataclass
 class OutputConfig:
     dir: str = "data/leakage"
-    top_pairs: int = 40  # pairs shown side by side in report.html
-    blocklist_unit: Literal["video", "sample"] = "video"  # what a flagged corpus sample blocks
+    # Closest unflagged pairs kept in summary.json's near misses (at least 200); the report shows 10 of them.
+    top_pairs: int = 40
+    # Review rows (video pairs) whose strip of frames is made into thumbnails (each costs a read of its shard
+    # and a decode of its downstream video); rows past it show their numbers only. 0: every row.
+    strip_rows: int = 2000
+    blocklist_unit: Literal["video", "sample"] = "video"  # what a blocked pair blocks: its corpus video, or samples
+    # blocklist.txt holds the pairs decided as leaks (decisions.json, from the review page) and, when true,
+    # also every flagged pair no one has decided yet or marked unsure: the default, so an unattended run blocks
+    # all it flags. false: only a person's "leak" blocks (review first, then `python -m dedup blocklist`).
+    blocklist_undecided: bool = True
     rewrite_shards: bool = False  # also write shards without the blocked samples into dir/clean_shards/
+
+    def validate(self) -> None:
+        if self.strip_rows < 0:
+            raise ConfigError(f"config key 'output.strip_rows' must be >= 0 (0: every row), got {self.strip_rows}")
 
 
 @dataclass

@@ -11,6 +11,9 @@ frames nor usable features is a counted failure (`no_features`), never a crash.
 `corpus.frames_per_sample` (N > 0) embeds and searches only N evenly spaced frames of each sample
 (`frame_subset`); stored rows are subset by the same rule, so stored and computed runs agree, and the
 original index of every row goes along (`frame_indices`) so reports point at the right frame and time.
+
+`youtube_id_of` / `manifest_youtube_ids`: a corpus video's YouTube id (sample meta, or the manifest's
+`meta.youtube_id` / YouTube url) for the leakage job's source-id check.
 """
 from __future__ import annotations
 
@@ -260,3 +263,47 @@ class CorpusFeatures:
                                   for s, (clip, _) in zip(samples, results)]
         batch["embedded"] = [s.embedded for s in samples]
         return batch
+
+
+def youtube_id_of(meta: dict | None, url: str = "") -> str | None:
+    """A corpus video's YouTube id from its metadata or URL (the source-id check of the leakage job)."""
+    from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
+
+    meta = meta or {}
+    for key in ("youtube_id", "ytid", "yt_id"):
+        value = meta.get(key)
+        if isinstance(value, str) and YOUTUBE_ID.match(value.strip()):
+            return value.strip()
+    if url:
+        match = YOUTUBE_URL.search(url)
+        if match:
+            return match.group(1)
+    return None
+
+
+def manifest_youtube_ids(path: str) -> dict[str, str]:
+    """video_id -> YouTube id from a manifest jsonl (`meta.youtube_id`, or a YouTube `url`); local or a URL."""
+    from common import storage
+    from common.cli import JobError
+
+    out: dict[str, str] = {}
+    if not path:
+        return out
+    try:
+        text = storage.read_bytes(path).decode("utf-8", errors="replace")
+    except (OSError, storage.StorageError):
+        raise JobError(f"corpus.manifest {storage.redact(path)} does not exist or cannot be read (give the "
+                       "pipeline's manifest or leave it empty)") from None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("video_id") is not None:
+            ytid = youtube_id_of(row.get("meta"), str(row.get("url", "")))
+            if ytid:
+                out[str(row["video_id"])] = ytid
+    return out

@@ -13,16 +13,17 @@
    `num_gpus` each, read by the driver in batches. Nothing holds all corpus features.
 4. Source ids: the same YouTube id in the corpus (manifest `meta.youtube_id`, or the sample's meta) and
    in a downstream annotation (Kinetics, MSVD, MSR-VTT urls, folder names) is a `source_id` match.
-5. Outputs in output.dir (a folder or an fsspec URL; each file atomic, common.storage): report.html,
-   report.json (ranked flagged pairs), summary.json, blocklist.txt, done.json, and with
-   output.rewrite_shards the corpus shards without the blocked samples (clean_shards/).
+5. Outputs in output.dir (a folder or an fsspec URL; each file atomic, common.storage): report.html (one
+   row per (corpus video, downstream video), dedup/rows.py; frames in thumbs/), report.json (ranked flagged
+   sample pairs), summary.json, blocklist.txt (from decisions.json, dedup/decisions.py: a rerun keeps the
+   decisions a person made in the review page), done.json, and with output.rewrite_shards the corpus
+   shards without the blocked samples (clean_shards/).
    Corpus shards may be URLs too (common/shard_io.py); the downstream cache of a URL output.dir is local.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from collections import Counter, defaultdict
@@ -38,51 +39,12 @@ from common.config import add_config_args, load_from_args
 from common.donemark import inputs_fingerprint, is_done, mark_done
 from common.ray_env import prepare_ray
 from dedup.config import LeakageConfig
-from dedup.corpus import expand_shards, iter_samples
-from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
+from dedup.corpus import expand_shards, iter_samples, manifest_youtube_ids, youtube_id_of
 from dedup.downstream_features import DownstreamSet, load_downstream
 from dedup.locations import check_locations, output_location, state_dir, write_json
 
 
 # ---- corpus side --------------------------------------------------------------------------------------------
-def youtube_id_of(meta: dict | None, url: str = "") -> str | None:
-    meta = meta or {}
-    for key in ("youtube_id", "ytid", "yt_id"):
-        value = meta.get(key)
-        if isinstance(value, str) and YOUTUBE_ID.match(value.strip()):
-            return value.strip()
-    if url:
-        match = YOUTUBE_URL.search(url)
-        if match:
-            return match.group(1)
-    return None
-
-
-def manifest_youtube_ids(path: str) -> dict[str, str]:
-    """video_id -> YouTube id from a manifest jsonl (`meta.youtube_id`, or a YouTube `url`); local or a URL."""
-    out: dict[str, str] = {}
-    if not path:
-        return out
-    try:
-        text = storage.read_bytes(path).decode("utf-8", errors="replace")
-    except (OSError, storage.StorageError):
-        raise JobError(f"corpus.manifest {storage.redact(path)} does not exist or cannot be read (give the "
-                       "pipeline's manifest or leave it empty)") from None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and row.get("video_id") is not None:
-            ytid = youtube_id_of(row.get("meta"), str(row.get("url", "")))
-            if ytid:
-                out[str(row["video_id"])] = ytid
-    return out
-
-
 def _sample_rows(shards: list[str], counts: Counter, max_samples: int) -> Iterator[dict]:
     for sample in iter_samples(shards, counts, max_samples):
         counts["samples_read"] += 1
@@ -334,7 +296,7 @@ def run(cfg: LeakageConfig) -> LeakageResult:
         pair["rank"] = rank
     summary = _summary(cfg, embedder, built, sets, counts, stats, pairs, corpus_videos, time.time() - started)
     summary["near_misses"] = near
-    write_outputs(cfg, out_dir, pairs, summary, shards, sets, owners)
+    write_outputs(cfg, out_dir, pairs, summary, shards, {v for v, info in corpus_videos.items() if info["samples"]})
     return LeakageResult(pairs=pairs, summary=summary, out_dir=out_dir)
 
 
@@ -411,7 +373,7 @@ def _summary(cfg: LeakageConfig, embedder: Any, built: Any, sets: list[Downstrea
             "downstream_videos_flagged": len({p["downstream_video_id"] for p in flagged}),
         }
     sweep = sorted(set(cfg.search.sweep) | {cfg.search.threshold})
-    return {
+    out = {
         "random_init": cfg.model.random_init, "model": embedder.fingerprint, "device": embedder.device,
         "threshold": cfg.search.threshold, "min_matching_frames": cfg.search.min_matching_frames, "k": cfg.search.k,
         "index": {"kind": built.kind, "on_gpu": built.on_gpu, "frames": built.size},
@@ -431,37 +393,50 @@ def _summary(cfg: LeakageConfig, embedder: Any, built: Any, sets: list[Downstrea
         "sweep": {"thresholds": sweep, "pairs": sweep_counts(stats.hist, sweep)},
         "seconds": round(seconds, 2),
     }
+    from dedup.decisions import report_id, report_identity
 
-
-def blocklist_entries(pairs: list[dict], unit: str) -> dict[str, str]:
-    from dedup.blocklist import SAFE_ENTRY
-
-    entries: dict[str, str] = {}
-    for pair in pairs:
-        sim = "" if pair["similarity"] is None else f" {pair['similarity']:.3f}"
-        reason = f"{pair['kind']}{sim} {pair['downstream_dataset']}/{pair['downstream_video_id']}"
-        entry = pair["corpus_video_id"] if unit == "video" else pair["corpus_key"]
-        if not SAFE_ENTRY.match(entry or ""):
-            entry = pair["corpus_key"]  # a video id with spaces or '#': block its sample key instead
-        entries.setdefault(entry, reason)
-    return entries
+    out["report_id"] = report_id(report_identity(out))  # what decisions.json belongs to (dedup/decisions.py)
+    return out
 
 
 def write_outputs(cfg: LeakageConfig, out_dir: Path | str, pairs: list[dict], summary: dict, shards: list[str],
-                  sets: list[DownstreamSet], owners: list) -> None:
-    """blocklist.txt, report.json, report.html, summary.json into output.dir (a folder or a URL)."""
-    from dedup.blocklist import rewrite_shards, write_blocklist
+                  corpus_video_ids: set[str]) -> None:
+    """blocklist.txt (from decisions.json and the threshold), report.json, thumbs/, report.html, summary.json
+    into output.dir (a folder or a URL). A rerun keeps the decisions of the pairs it flags again."""
+    from dedup import decisions as dec
+    from dedup.blocklist import rewrite_shards
     from dedup.report import write_report
+    from dedup.rows import video_rows
+    from dedup.thumbs import write_thumbnails
 
-    entries = blocklist_entries(pairs, cfg.output.blocklist_unit)
-    summary["blocked"] = len(entries)
-    header = [f"leakage check: {len(pairs)} flagged pairs, threshold {cfg.search.threshold}, model {summary['model']}",
-              "one sample key or video id per line; the training loader skips them (data.blocklist)"]
-    write_blocklist(storage.join(out_dir, "blocklist.txt"), entries, header)
+    rows = video_rows(pairs)
+    decided = dec.load(out_dir, summary["report_id"], dec.report_identity(summary))
+    for note in decided.notes:
+        print(f"note: {note}")
+    # Decided pairs whose corpus video this run did not read at all: a shard deleted (or unreadable) since.
+    summary["decided_corpus_videos_missing"] = gone = sorted({k[0] for k in decided.entries} - corpus_video_ids)
+    if gone:
+        print(f"note: {len(gone)} corpus videos with decisions were not in this run's shards (a shard deleted or "
+              f"unreadable since?): {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}; their decisions are kept "
+              "in decisions.json")
+    summary["decision_notes"] = list(decided.notes)
+    decided.notes = []  # said once: report.html keeps them through summary.json
+    entries, counts = dec.write(out_dir, summary, rows, decided, cfg.output.blocklist_unit,
+                                cfg.output.blocklist_undecided)
+    summary["blocked"] = counts["entries"]
+    summary["video_pairs_flagged"] = len(rows)
+    summary["blocklist"] = {"unit": cfg.output.blocklist_unit, "block_undecided": cfg.output.blocklist_undecided, **counts}
     write_json(storage.join(out_dir, "report.json"), pairs)
     if cfg.output.rewrite_shards:
         summary["rewrite"] = rewrite_shards(shards, set(entries), storage.join(out_dir, "clean_shards"))
-    write_report(out_dir, cfg, pairs, summary)
+    strip_rows = cfg.output.strip_rows or len(rows)
+    summary["strip_rows"] = strip_rows
+    near_rows = video_rows(summary.get("near_misses", []))[:10]
+    summary["thumbnails"] = write_thumbnails(out_dir, rows[:strip_rows] + near_rows,
+                                             {spec.name: spec.frames for spec in cfg.downstream})
+    for note in summary["thumbnails"]["notes"]:
+        print(f"note: {note}")
+    write_report(out_dir, pairs, summary, decided)
     write_json(storage.join(out_dir, "summary.json"), summary)
 
 
@@ -478,8 +453,12 @@ def print_summary(result: LeakageResult) -> None:
               f"{d['pairs_flagged']:>7}  {kinds}")
     c = s["corpus"]
     print(f"corpus: {c['samples_read']} samples of {c['videos']} videos; features {c['features']}; failures {c['failures'] or 0}")
-    print(f"flagged pairs: {s['pairs_flagged']} {s['by_kind']}; blocklist entries: {s['blocked']}; {s['seconds']:.1f}s")
-    print(f"report: {storage.redact(storage.join(result.out_dir, 'report.html'))}")
+    b = s["blocklist"]
+    print(f"flagged: {s['video_pairs_flagged']} video pairs ({s['pairs_flagged']} sample pairs {s['by_kind']}); decisions: "
+          f"{b['leak']} leak, {b['not_leak']} not a leak, {b['unsure']} unsure, {b['undecided']} undecided; "
+          f"blocklist entries: {s['blocked']}; {s['seconds']:.1f}s")
+    print(f"report: {storage.redact(storage.join(result.out_dir, 'report.html'))} (review it: python -m dedup review "
+          f"--report {storage.redact(str(result.out_dir))})")
 
 
 def job_fingerprint(cfg: LeakageConfig) -> str:

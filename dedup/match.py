@@ -4,7 +4,9 @@ For a batch of corpus samples, every corpus frame's k nearest downstream frames 
 downstream video they belong to. Per (sample, downstream video) pair:
   similarity       max cosine over frame pairs (the evidence a person checks first)
   matching_frames  how many of the sample's frames have a frame of that video above the threshold
-  the best frame pair (corpus frame index, downstream frame index) for the side-by-side thumbnails.
+  the best frame pair (corpus frame index, downstream frame index), and `frame_matches`: the MATCHES best
+  corpus frames with their best downstream frame and both times, for the report's strip of thumbnails;
+  `corpus_span` / `downstream_span`: the time range the frames over the threshold span on each clock.
 Corpus frame indexes and times are the sample's original ones: when only some frames were searched
 (corpus.frames_per_sample), a sample's `frame_indices` maps feature rows back to stored frames.
 A pair is flagged when similarity >= threshold and matching_frames >= min_matching_frames. Every pair
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HIST_BINS = np.linspace(-1.0, 1.0, 801)  # 0.0025 wide
+MATCHES = 4  # frame matches kept per pair (the report's strip shows the best 4 of a video pair)
 
 
 @dataclass
@@ -91,6 +94,7 @@ def aggregate_batch(stats: PairStats, samples: list[dict], frame_counts: list[in
     np.maximum.at(best, s_idx[starts], pair_sim)
     stats.best_per_sample += np.histogram(np.clip(best[np.isfinite(best)], -1, 1), HIST_BINS)[0]
     stats.samples += len(samples)
+    ends = np.r_[starts[1:], len(s_idx)] if len(starts) else starts
     for j, start in enumerate(starts):
         similarity = float(pair_sim[j])
         flagged = similarity >= stats.threshold and matching[j] >= stats.min_matching_frames
@@ -98,12 +102,22 @@ def aggregate_batch(stats: PairStats, samples: list[dict], frame_counts: list[in
                             and similarity <= stats._near[0][0]):
             continue
         sample = samples[int(s_idx[start])]
-        frame = int(f_idx[start])  # feature row in the sample -> original frame index
         indices = sample.get("frame_indices")
-        if indices is not None and frame < len(indices):
-            frame = int(indices[frame])
         times = sample.get("frame_times") or []
+        frame = _original(int(f_idx[start]), indices)
         row = int(d_row[start])
+        # Entries start..end are this pair's corpus frames, best first: the first MATCHES for the report's strip,
+        # the first matching[j] (those over the threshold) for the time ranges the match spans on both clocks.
+        matches = []
+        for t in range(start, min(int(ends[j]), start + MATCHES)):
+            original = _original(int(f_idx[t]), indices)
+            matches.append({"corpus_frame_index": original, "corpus_time": _time(times, original),
+                            "downstream_frame_index": int(table.frame[d_row[t]]),
+                            "downstream_time": round(float(table.time[d_row[t]]), 3),
+                            "similarity": round(float(sim[t]), 5)})
+        over = range(start, start + int(matching[j]))
+        c_times = [x for x in (_time(times, _original(int(f_idx[t]), indices)) for t in over) if x is not None]
+        d_times = [round(float(table.time[d_row[t]]), 3) for t in over]
         pair = {
             "corpus_key": sample["key"],
             "corpus_video_id": sample["video_id"],
@@ -113,14 +127,26 @@ def aggregate_batch(stats: PairStats, samples: list[dict], frame_counts: list[in
             "matching_frames": int(matching[j]),
             "corpus_frames": int(frame_counts[int(s_idx[start])]),
             "corpus_frame_index": frame,
-            "corpus_time": float(times[frame]) if frame < len(times) else None,
+            "corpus_time": _time(times, frame),
             "downstream_frame_index": int(table.frame[row]),
             "downstream_time": float(table.time[row]),
+            "frame_matches": matches,
+            "corpus_span": [min(c_times), max(c_times)] if c_times else None,
+            "downstream_span": [min(d_times), max(d_times)] if d_times else None,
         }
         if flagged:
             stats.flagged.append(pair)
         else:
             stats._keep_near(pair)
+
+
+def _original(row: int, indices) -> int:
+    """A feature row of a sample -> the stored frame it was made from (rows are a subset with frames_per_sample)."""
+    return int(indices[row]) if indices is not None and row < len(indices) else row
+
+
+def _time(times: list, frame: int) -> float | None:
+    return float(times[frame]) if frame < len(times) else None
 
 
 def sweep_counts(hist: np.ndarray, thresholds: list[float]) -> list[int]:

@@ -41,7 +41,8 @@ cat <<MSG
 Demo finished. Outputs:
   corpus            data/demo/ (manifest.jsonl)
   shards + summary  $RUN/pipeline/shards/, $RUN/pipeline/summary.json
-  leakage report    $RUN/leakage/report.html (blocklist.txt, report.json)
+  leakage report    $RUN/leakage/report.html (blocklist.txt, report.json); review it:
+                    .venv/bin/python -m dedup review --report $RUN/leakage
   training          $RUN/train/ (checkpoints, metrics.jsonl, loss curve)
   evaluation        $RUN/eval/sort.json, $RUN/eval/t2v.json
 MSG

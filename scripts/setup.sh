@@ -16,6 +16,7 @@ need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 if [ "$want_test" = 1 ]; then
+  # Headless Chromium for the report tests: playwright (requirements-test.txt) drives this one, never its own download.
   command -v chromium >/dev/null || need+=(chromium)
   command -v sbatch >/dev/null || need+=(slurm-client)   # the real sbatch checks the Slurm scripts
   # Real read speech (LibriVox WAVs) for the ASR tests.

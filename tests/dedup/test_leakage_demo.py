@@ -63,10 +63,19 @@ def test_report_renders_in_headless_chromium(demo_run: dict, tmp_path: Path):
     assert 'id="model-note"' in dom and dom.index('id="model-note"') < dom.index("<h1")
     note = dom[dom.index('id="model-note"'):dom.index("<h1")]
     assert "DINOv2" in note and "dinov2-vits14@" in note and 'id="random-init"' not in dom
-    for table in ("datasets", "pairs", "near-misses", "sweep-table"):
+    assert dom.index('id="model-note"') < dom.index('id="threshold-note"') < dom.index("<h1")  # features, threshold
+    for table in ("datasets", "rows", "near-misses", "sweep-table", "histogram", "decision-histogram", "pair-histogram"):
         assert f'id="{table}"' in dom
-    assert dom.count("<img") >= 2 + 2 * 6  # histogram, sweep, and both frames of the visual leaks
-    assert dom.count("data:image/jpeg;base64,") >= 12 and 'id="histogram"' in dom
+    # One row per (corpus video, downstream video), each with its strip's thumbnails on disk (lazy-loaded files).
+    from dedup.rows import video_rows
+    from dedup.thumbs import strip
+
+    rows = video_rows(demo_run["result"].pairs)
+    assert dom.count('<section class="row" id="row-') == len(rows) < len(demo_run["result"].pairs)
+    for row in rows:
+        for item in strip(row):
+            assert (report.parent / item["corpus"]).is_file() and (report.parent / item["downstream"]).is_file(), row["key"]
+    assert "t = " not in dom.split('id="review-data"')[0]
     shutil.copy(screenshot, demo_run["work"] / "report.png")
 
 

@@ -96,7 +96,11 @@ def test_leakage_reads_shards_from_the_bucket_and_writes_its_report_there(corpus
     # the unfinished tar is left out on both sides
     assert summary["corpus"]["samples_read"] == local_summary["corpus"]["samples_read"] == corpus["samples"]
     assert remote["blocklist.txt"] == (tmp_path / "local-out" / "blocklist.txt").read_bytes()
-    assert b"<html" in remote["report.html"][:200].lower() and b"data:image/jpeg;base64," in remote["report.html"]
+    assert b"<html" in remote["report.html"][:200].lower() and b"review-data" in remote["report.html"]
+    thumbs = {name for name in remote if name.startswith(("c-", "d-")) and name.endswith(".jpg")}  # report's thumbs/
+    local_thumbs = {p.name for p in (tmp_path / "local-out" / "thumbs").iterdir()}
+    assert thumbs == local_thumbs and summary["thumbnails"]["written"] == len(thumbs)
+    assert summary["thumbnails"]["missing"] == local_summary["thumbnails"]["missing"]  # (entries without a video file)
     assert summary["datasets"]["kinetics400"]["features_cached"]  # read from the local state folder
     # output.rewrite_shards: the shards without the blocked samples, written to the bucket (stats last)
     from dedup.corpus import expand_shards, iter_samples
