@@ -5,10 +5,18 @@ Layout under `output.dir`:
     checkpoints/step00000100/          DeepSpeed's files (model, ZeRO optimizer partitions, lr scheduler)
         rank00000.pt ...               per rank: data loader position, python/numpy/torch RNG, metric window
         run.json                       preset name, model config, world size, loader workers (rank 0)
-        complete.json                  written last, after every rank saved: a tag without it is ignored
+        complete.json                  written last, after every rank saved: a tag without it is ignored;
+                                       it lists every file of the tag with its size ("files")
     model_fp32.pt, model_fp32.json     the exported plain fp32 state_dict and its model config
 
 `latest_complete(dir)` finds the newest complete tag; older ones beyond `keep_last` are deleted.
+
+A complete tag can still be unreadable (a disk that filled up, a file cut short by a copy, a bucket object
+deleted by hand). `verify_tag` compares the files with the sizes complete.json recorded (cheap: one stat or
+one listing per tag, before anything is loaded); `unreadable_reason` tells a load error of a truncated or
+corrupt file from other errors. Resume (training/resume.py) then falls back to the next older complete
+tag, and `demote` turns the unreadable one into an incomplete tag (complete.json -> unreadable.json, with
+the reason) so it no longer counts as complete for resume or `keep_last`.
 
 output.dir may be an fsspec URL (s3://bucket/run, ...): the locations above are then objects under it, and
 each rank writes into a local staging folder first (`RunStore`: `common.storage.local_state_dir(url)/rankNNNNN`,
@@ -36,12 +44,18 @@ import torch
 
 from common import storage
 from common.atomic import atomic_open, write_json
+from common.cli import JobError
 
 TAG_RE = re.compile(r"^step(\d{8})$")
 
 
 class ResumeError(RuntimeError):
     """A checkpoint that cannot continue this run; the message is one line."""
+
+
+class CheckpointUnreadable(JobError):
+    """Checkpoints that exist but cannot be read (truncated, corrupt, files missing): one line, exit 1.
+    Not a ResumeError (exit 2, a wrong command or config): the run broke, the command was right."""
 
 
 def tag_for(step: int) -> str:
@@ -105,23 +119,30 @@ def latest_complete(output_dir: Location) -> tuple[int, str] | None:
     return tags[-1] if tags else None
 
 
-def resolve_resume(arg: str | None, output_dir: Location) -> tuple[Location, str] | None:
-    """--resume [DIR|TAG_DIR] -> (checkpoint root, tag), or the newest complete checkpoint in output.dir.
-    DIR and output.dir may be URLs; the root is then a URL too (download_tag fetches the tag)."""
+def resume_candidates(arg: str | None, output_dir: Location) -> tuple[Location, list[str], bool] | None:
+    """--resume [DIR|TAG_DIR] -> (checkpoint root, complete tags newest first, explicit); without DIR the
+    complete tags of output.dir; None when there are none. explicit: --resume named one tag folder, so
+    there is nothing to fall back to. DIR and output.dir may be URLs; the root is then a URL too."""
     if arg:
         path = arg.rstrip("/") if is_url(arg) else Path(arg)
         if storage.exists(child(path, "complete.json")):         # a tag folder
             if is_url(path):
-                return path.rsplit("/", 1)[0], path.rsplit("/", 1)[1]
-            return path.parent, path.name
+                return path.rsplit("/", 1)[0], [path.rsplit("/", 1)[1]], True
+            return path.parent, [path.name], True
         for root in (child(path, "checkpoints"), path):          # a run's output.dir or its checkpoints/
             tags = complete_tags(root)
             if tags:
-                return root, tags[-1][1]
+                return root, [t for _, t in reversed(tags)], False
         raise ResumeError(f"--resume {show(arg)}: no complete checkpoint there "
                           "(looked for checkpoints/step*/complete.json)")
-    found = latest_complete(output_dir)
-    return (checkpoint_root(output_dir), found[1]) if found else None
+    tags = complete_tags(checkpoint_root(output_dir))
+    return (checkpoint_root(output_dir), [t for _, t in reversed(tags)], False) if tags else None
+
+
+def resolve_resume(arg: str | None, output_dir: Location) -> tuple[Location, str] | None:
+    """(checkpoint root, newest complete tag) of `resume_candidates`, or None."""
+    found = resume_candidates(arg, output_dir)
+    return (found[0], found[1][0]) if found else None
 
 
 def clear_run(output_dir: Location) -> None:
@@ -285,14 +306,99 @@ def check_compatible(tag_dir: Location, run_info: dict[str, Any], check_world: b
                           "use another output.dir")
 
 
+MARKERS = ("complete.json", "unreadable.json")      # a tag's own bookkeeping, not in its file list
+
+
+def tag_files(tag_dir: Location) -> dict[str, int]:
+    """Every file under a tag folder (relative POSIX name -> bytes), without complete.json/unreadable.json."""
+    if not is_url(tag_dir):
+        root = Path(tag_dir)
+        found = {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    else:
+        fs, path = storage.filesystem(tag_dir)
+        fs.invalidate_cache(path)
+        base = path.rstrip("/") + "/"
+        try:
+            entries = fs.find(path, detail=True)
+        except FileNotFoundError:
+            entries = {}
+        found = {name[len(base):]: int(info.get("size") or 0) for name, info in entries.items()
+                 if name.startswith(base) and info.get("type") != "directory"}
+    return {name: size for name, size in sorted(found.items()) if name not in MARKERS}
+
+
 def mark_complete(tag_dir: Location, step: int, run_info: dict[str, Any]) -> None:
-    """run.json, then complete.json: the commit of a tag (local: renamed into place; URL: one PUT each)."""
+    """run.json, then complete.json: the commit of a tag (local: renamed into place; URL: one PUT each).
+    Called after every rank saved (and uploaded): complete.json records each file's size, which is what
+    resume checks before loading (verify_tag)."""
     if is_url(tag_dir):
         storage.write_json(child(tag_dir, "run.json"), run_info)
-        storage.write_json(child(tag_dir, "complete.json"), {"step": step})
+        storage.write_json(child(tag_dir, "complete.json"), {"step": step, "files": tag_files(tag_dir)})
         return
     write_json(Path(tag_dir) / "run.json", run_info)
-    write_json(Path(tag_dir) / "complete.json", {"step": step})
+    write_json(Path(tag_dir) / "complete.json", {"step": step, "files": tag_files(tag_dir)})
+
+
+def verify_tag(tag_dir: Location) -> str | None:
+    """Why a complete tag cannot be loaded (a file missing or of another size than complete.json recorded),
+    or None. Tags written before complete.json listed files pass; loading them tells (unreadable_reason)."""
+    try:
+        done = storage.read_json(child(tag_dir, "complete.json"))
+    except (OSError, ValueError) as exc:
+        return f"complete.json is unreadable: {type(exc).__name__}"
+    files = done.get("files") if isinstance(done, dict) else None
+    if not isinstance(files, dict) or not files:
+        return None
+    have = tag_files(tag_dir)
+    wrong = [f"{name} is missing" if name not in have else f"{name} has {have[name]} of its {size} bytes"
+             for name, size in files.items() if have.get(name) != size]
+    if not wrong:
+        return None
+    return wrong[0] + (f" (and {len(wrong) - 1} more file(s))" if len(wrong) > 1 else "")
+
+
+# torch.load's words for a truncated or damaged zip checkpoint (torch.serialization / its miniz reader)
+_CORRUPT = re.compile(r"PytorchStreamReader|zip archive|corrupt|unexpected EOF|failed finding central directory",
+                      re.IGNORECASE)
+
+
+def unreadable_reason(exc: BaseException) -> str | None:
+    """A short reason when `exc` (raised while loading a tag) means its files are truncated, corrupt or
+    missing; None for any other error, which must not be mistaken for a bad file (a model that does not
+    fit, a bug) and is raised as it is."""
+    import pickle
+    import zipfile
+
+    if isinstance(exc, RuntimeError) and not _CORRUPT.search(str(exc)):
+        return None
+    if not isinstance(exc, (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, FileNotFoundError)):
+        return None
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = text.split(". ")[0][:160]                       # torch appends several sentences of advice
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def demote(tag_dir: Location, reason: str) -> None:
+    """An unreadable complete tag -> an incomplete one: unreadable.json (the reason, what complete.json said),
+    then complete.json removed. Resume and prune then treat it like a save that never finished."""
+    try:
+        done = storage.read_json(child(tag_dir, "complete.json"))
+    except (OSError, ValueError):
+        done = None
+    note = {"reason": reason, "complete": done}
+    if is_url(tag_dir):
+        storage.write_json(child(tag_dir, "unreadable.json"), note)
+    else:
+        write_json(Path(tag_dir) / "unreadable.json", note)
+    storage.remove(child(tag_dir, "complete.json"))
+
+
+def clear_tag(root: Location, tag: str) -> None:
+    """Before a save: remove what an earlier attempt left under this tag (a killed save, a demoted tag), so
+    the new one holds only its own files (rank 0, before the barrier that lets the ranks write)."""
+    where = child(root, tag)
+    if storage.exists(where):
+        _remove_tree(where)
 
 
 def prune(root: Location, keep_last: int) -> list[str]:

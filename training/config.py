@@ -99,6 +99,13 @@ class TrainConfig:
     eval_samples: int = 256
     export_fp32: bool = True          # write model_fp32.pt (plain state_dict) at the end
     dist_timeout_s: int = 600         # a collective that waits longer than this fails instead of hanging
+    # A NaN/Inf loss (total or any term) is caught before backward, on every rank together (guards.py).
+    # stop: end the run in one line naming the step and the batch's sample keys (no checkpoint of that
+    # step is written). skip: drop that micro batch on every rank (no backward, no optimizer step; the
+    # next batch takes its place), warn, count it (metrics.jsonl `nonfinite_skipped`); the run still
+    # stops at the (max_nonfinite_skips + 1)-th such batch, since a loss that keeps going NaN is divergence.
+    on_nonfinite_loss: Literal["stop", "skip"] = "stop"
+    max_nonfinite_skips: int = 10
     tensorboard: bool = True
     plot: bool = True                 # loss-curve PNG at the end
 
@@ -112,6 +119,8 @@ class TrainConfig:
         if self.eval_every < 0 or self.eval_samples < 1:
             raise ConfigError(f"config keys 'train.eval_every' must be >= 0 and 'train.eval_samples' >= 1, got "
                               f"{self.eval_every} and {self.eval_samples}")
+        if self.max_nonfinite_skips < 0:
+            raise ConfigError(f"config key 'train.max_nonfinite_skips' must be >= 0, got {self.max_nonfinite_skips}")
         if len(self.betas) != 2:
             raise ConfigError(f"config key 'train.betas' must be two numbers, got {self.betas}")
         if self.mode == "post" and (not self.post_frames or any(f < 1 for f in self.post_frames)):

@@ -4,6 +4,7 @@ One function, `train(cfg, ...)`, runs the whole job on one rank; pretrain.py (de
 python) and raytrain.py (Ray Train) both call it. Every rank runs the same steps:
 
     micro batch from the rank's ShardLoader (time spent waiting = data wait) -> engine(batch) ->
+    a non-finite loss on any rank: stop, or skip that batch on every rank (guards.py) ->
     engine.backward(loss) -> engine.step()   (DeepSpeed accumulates, clips, steps AdamW and the schedule)
     every log_every steps: metrics averaged over ranks -> metrics.jsonl + TensorBoard (rank 0)
     every eval_every steps and at the end (when set): rank 0 scores the same first eval_samples held-out
@@ -15,7 +16,8 @@ output.dir may be an fsspec URL (s3://...): each rank then writes into its local
 uploads at each checkpoint and at the end (checkpoint.RunStore; the tag's complete.json is the commit).
 
 A resumed run restores the engine, each rank's loader position and RNG state, and the partial metric
-window, so its steps and losses are those of the run it continues.
+window, so its steps and losses are those of the run it continues. An unreadable newest checkpoint is
+passed over for the next older one (resume.py).
 """
 from __future__ import annotations
 
@@ -38,8 +40,10 @@ from common import storage
 from common.atomic import write_text
 from common.config import ConfigError
 from training import checkpoint as ckpt
+from training import resume as resume_from
 from training.config import PretrainConfig
 from training.data import to_device  # bench/training.py imports it from here
+from training.guards import NonFiniteGuard, fault_injection
 
 # DeepSpeed's ZeRO calls a torch collective that torch 2.14 flags as deprecated, once per step.
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
@@ -261,12 +265,12 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
         if store.remote:
             ckpt.clear_run(out_dir)                # and every rank its own staging folder
         dist.barrier()
-    found = None if fresh else ckpt.resolve_resume(resume, store.url)
+    # The readable complete tags (checked against this run's model and world size), the same on every rank.
+    found = None if fresh else resume_from.choose(resume, store, run_info, t.max_steps, rank, world, log)
     start_step = 0
     if found is not None:
-        ck_root, tag = found
-        start_step = int(ckpt.TAG_RE.match(tag).group(1))
-        ckpt.check_compatible(ckpt.child(ck_root, tag), run_info, check_world=start_step < t.max_steps)
+        ck_root, tag = found.root, found.tags[0]
+        start_step = found.step(tag)
     if start_step >= t.max_steps:
         if rank == 0:
             store.pull(*MetricsSink.FILES.values())    # finish_exports plots and re-uploads them
@@ -304,7 +308,10 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                               post_frames=list(t.post_frames) if t.mode == "post" else [],
                               max_text_length=cfg.data.max_text_length or model_cfg.text.max_length)
     loader = build_loader(cfg.data, settings, tokenizer)
+    progress = None                           # rank 0's bar, once training starts (guard warnings go through it)
     window = MetricWindow()
+    guard = NonFiniteGuard(t.on_nonfinite_loss, t.max_nonfinite_skips, rank, world, t.grad_accum,
+                           emit=lambda line: (progress.write if progress is not None else log)(line))
     heldout = None
     if t.eval_every:
         if zero_stage == 3:
@@ -320,11 +327,11 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                                    tokenizer, epochs=1)
 
     if found is not None:
-        load_root = store.fetch_tag(ck_root, tag)      # a URL's tag: downloaded into the staging folder
-        engine.load_checkpoint(str(load_root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
-        state = ckpt.load_rank_state(load_root / tag, rank)
+        tag, state = resume_from.load(engine, store, found, rank, world, log)   # newest readable tag
+        start_step = found.step(tag)
         loader.load_state_dict(state["loader"])
         window.load_state_dict(state["window"])
+        guard.load_state_dict(state.get("guard"))
         ckpt.set_rng_state(state["rng"])
         if rank == 0:
             log(f"resumed from {ckpt.show(ckpt.child(ck_root, tag))} at step {start_step}")
@@ -342,7 +349,6 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
             f"{'bf16' if dtype == torch.bfloat16 else 'fp16' if dtype == torch.float16 else 'fp32'}, "
             f"micro batch {t.micro_batch} x accum {t.grad_accum} x {world} ranks; "
             f"steps {start_step} -> {t.max_steps}; output {store.where()}")
-    progress = None
     if rank == 0:
         from tqdm import tqdm
 
@@ -354,12 +360,17 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     try:
         while step < t.max_steps:
             step_start = time.perf_counter()
-            for _ in range(t.grad_accum):
-                wait_start = time.perf_counter()
-                batch = next(batches)
-                window.wait_s += time.perf_counter() - wait_start
-                batch = to_device(batch, engine.device, dtype)
-                out = engine(batch, mode=t.mode)
+            for micro in range(t.grad_accum):
+                out = None
+                while out is None:                     # a skipped (non-finite) batch: the next one instead
+                    wait_start = time.perf_counter()
+                    batch = next(batches)
+                    window.wait_s += time.perf_counter() - wait_start
+                    batch = to_device(batch, engine.device, dtype)
+                    guard.inject(batch, step + 1)      # tests only (TVTS_FAULT_NAN_STEP)
+                    out = engine(batch, mode=t.mode)
+                    if not guard.check(out, batch, step + 1, micro):
+                        out = None
                 engine.backward(out["loss"])
                 engine.step()
                 window.add(out, samples=batch["video"].shape[0])
@@ -370,7 +381,7 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                 progress.update(1)
             if step % t.log_every == 0 or step == t.max_steps:
                 row = {"step": step, **window.reduce(world), "lr": scheduler.get_last_lr()[0],
-                       "epoch": loader.epoch}
+                       "epoch": loader.epoch, "nonfinite_skipped": guard.skipped}
                 if rank == 0:
                     row["skipped"] = loader.skip_counts()
                     sink.write(row)
@@ -394,7 +405,7 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
                     progress.write(f"step {step}: held-out {sort_text}t2v R@1 {scores['R@1']:.1f}% "
                                    f"of {scores['samples']} samples")
             if step % t.checkpoint_every == 0 or step == t.max_steps:
-                save(engine, store, step, rank, loader, window, run_info, t.keep_last)
+                save(engine, store, step, rank, loader, window, run_info, t.keep_last, guard)
                 last_saved = step
     finally:
         if progress is not None:
@@ -407,35 +418,30 @@ def train(cfg: PretrainConfig, resume: str | None = None, fresh: bool = False,
     return {"step": step, "resumed_from": start_step if found else None, "trained_steps": step - start_step,
             "checkpoint": ckpt.show(ckpt.child(store.root, ckpt.tag_for(step))),
             "metrics": store.where("metrics.jsonl"),
-            "skipped": loader.skip_counts()}
+            "skipped": loader.skip_counts(), "nonfinite_skipped": guard.skipped}
 
 
-def fault_injection(step: int, rank: int) -> None:
-    """Tests' kill -9 at an exact step: TVTS_FAULT_KILL_STEP=N [TVTS_FAULT_KILL_RANK=R] (default rank 0)."""
-    at = os.environ.get("TVTS_FAULT_KILL_STEP")
-    if at and int(at) == step and int(os.environ.get("TVTS_FAULT_KILL_RANK", "0")) == rank:
-        import signal
-
-        log(f"fault injection: SIGKILL at step {step}")
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def save(engine, store: ckpt.RunStore, step: int, rank: int, loader, window: MetricWindow,
-         run_info: dict, keep_last: int) -> None:
+         run_info: dict, keep_last: int, guard: NonFiniteGuard) -> None:
     """DeepSpeed files, then every rank's own state (for a URL output.dir: each rank uploads its own files),
-    then (after a barrier) complete.json and pruning."""
+    then (after a barrier) complete.json, listing every file and its size, and pruning."""
     import shutil
 
     import torch.distributed as dist
 
     tag = ckpt.tag_for(step)
     root = store.local_root
+    if rank == 0:                              # leftovers of a killed save or of a demoted unreadable tag
+        ckpt.clear_tag(store.root, tag)
+    dist.barrier()
     if store.remote:                           # a staging folder holds only this rank's files of this save
         shutil.rmtree(root / tag, ignore_errors=True)
         (root / tag).mkdir(parents=True, exist_ok=True)
     engine.save_checkpoint(str(root), tag=tag)
     ckpt.save_rank_state(root / tag, rank, {"loader": loader.state_dict(), "window": window.state_dict(),
-                                            "rng": ckpt.rng_state(), "step": step})
+                                            "rng": ckpt.rng_state(), "step": step, "guard": guard.state_dict()})
     store.upload_tag(tag)
     dist.barrier()
     if rank == 0:

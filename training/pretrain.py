@@ -9,8 +9,10 @@ keys). The same command runs under every launcher, with the same config file:
     torchrun --nproc_per_node 2 -m training.pretrain --config configs/demo.yaml
     python -m training.raytrain --config configs/demo.yaml --workers 2        # Ray Train
 
-It continues from the newest complete checkpoint in output.dir (or `--resume DIR`); `--fresh` starts
-over. Writes checkpoints/, metrics.jsonl, tensorboard/, model_fp32.pt and loss_curve.png into output.dir,
+It continues from the newest complete checkpoint in output.dir (or `--resume DIR`), passing over one
+that cannot be read (truncated, corrupt: a warning line, then the next older one; training/resume.py);
+`--fresh` starts over. Exit codes: 0 done, 2 a wrong command/config/input (one line), 1 the run broke:
+a non-finite loss (train.on_nonfinite_loss), no readable checkpoint, or anything unexpected. Writes checkpoints/, metrics.jsonl, tensorboard/, model_fp32.pt and loss_curve.png into output.dir,
 which may be an fsspec URL (s3://bucket/run: staged locally per rank and uploaded at each checkpoint;
 training/checkpoint.py).
 """
@@ -20,9 +22,11 @@ import argparse
 import os
 import sys
 
-from common.cli import one_line
+from common.cli import JobError, one_line
 from common.config import add_config_args, load_from_args
 
+# A wrong command, config or input: one line, exit 2. A JobError (the run itself broke: a non-finite loss,
+# checkpoints that cannot be read) is one line with its own exit code (1). Anything else: traceback, exit 1.
 USER_ERRORS = ("ConfigError", "DataError", "ResumeError", "FileNotFoundError", "MissingDependency", "StorageError")
 
 
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure ends as one line and a non-zero exit
         rank = os.environ.get("RANK", "0")
         print(f"error (rank {rank}): {one_line(exc)}", file=sys.stderr, flush=True)
+        if isinstance(exc, JobError):
+            return exc.code
         if type(exc).__name__ not in USER_ERRORS and "Original Traceback" not in str(exc):
             import traceback
 
@@ -96,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
               f"  weights      {out}/model_fp32.pt\n  loss curve   {out}/loss_curve.png", flush=True)
         if summary.get("skipped"):
             print(f"  skipped samples: {summary['skipped']}", flush=True)
+        if summary.get("nonfinite_skipped"):
+            print(f"  skipped batches with a non-finite loss: {summary['nonfinite_skipped']} "
+                  "(train.on_nonfinite_loss=skip)", flush=True)
     return 0
 
 

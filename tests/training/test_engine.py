@@ -80,11 +80,17 @@ def test_post_pretrain_config_loads():
 def test_two_ranks_zero1_with_accumulation(shards, tmp_path):
     out = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", str(shards / "shard-*.tar"), out, max_steps=3, grad_accum=2,
-                          checkpoint_every=1, keep_last=2, schedule="cosine", plot=True, tensorboard=True)
-    result = run(deepspeed_cmd(config))
+                          checkpoint_every=1, keep_last=2, schedule="cosine", plot=True, tensorboard=True,
+                          on_nonfinite_loss="skip")
+    # a NaN batch on rank 1 only, first micro batch of step 2: both ranks skip it together (no hang in
+    # DeepSpeed's gradient reduction) and the accumulation still takes 2 finite micro batches
+    result = run(deepspeed_cmd(config), TVTS_FAULT_NAN_STEP="2", TVTS_FAULT_NAN_RANK="1")
     assert result.returncode == 0, result.stdout[-3000:]
+    warning = [line for line in result.stdout.splitlines() if "warning: non-finite loss" in line]
+    assert len(warning) == 1 and "at step 2 (micro batch 1 of 2)" in warning[0] and "rank 1: " in warning[0]
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["nonfinite_skipped"] for r in rows] == [0, 1, 1]
     assert DESIGN_KEYS <= set(rows[0])
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert all(r["loss"] == pytest.approx(r["loss_base"] + 2 * r["loss_sort"], rel=1e-5) for r in rows)

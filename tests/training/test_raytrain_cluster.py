@@ -42,7 +42,9 @@ def test_ray_train_on_two_nodes_checkpoints_to_s3_and_resumes(tmp_path, s3_serve
         # both ranks' ZeRO-2 partitions and loader/RNG states reached the bucket, then the commit marker
         assert {"complete.json", "run.json", "mp_rank_00_model_states.pt", "rank00000.pt", "rank00001.pt",
                 "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= names
-        assert json.loads(fs.cat(f"{tag}/complete.json")) == {"step": 2}
+        done = json.loads(fs.cat(f"{tag}/complete.json"))     # the commit lists every object and its size
+        assert done["step"] == 2 and set(done["files"]) == names - {"complete.json"}
+        assert all(fs.size(f"{tag}/{name}") == size for name, size in done["files"].items())
         info = json.loads(fs.cat(f"{tag}/run.json"))
         assert info["world_size"] == 2
         assert sorted(r["rank"] for r in info["ranks"]) == [0, 1]
@@ -52,7 +54,7 @@ def test_ray_train_on_two_nodes_checkpoints_to_s3_and_resumes(tmp_path, s3_serve
 
         second = raytrain(cluster, config, "--set", "train.max_steps=4")
         assert f"resumed from {url}/checkpoints/step00000002 at step 2" in second.stdout
-        assert json.loads(fs.cat(f"{key}/checkpoints/step00000004/complete.json")) == {"step": 4}
+        assert json.loads(fs.cat(f"{key}/checkpoints/step00000004/complete.json"))["step"] == 4
         assert [r["step"] for r in metrics(fs, key)] == [1, 2, 3, 4]      # steps 3-4 continue the saved run
         info = json.loads(fs.cat(f"{key}/checkpoints/step00000004/run.json"))
         assert sorted(r["node"] for r in info["ranks"]) == sorted(cluster.node_ids())
