@@ -48,11 +48,12 @@ TASKS = ("sort", "t2v")
 
 
 def model_config_from_dict(data: dict):
-    from training.model_config import ModelConfig, SortConfig, TextConfig, VideoConfig
+    from training.model_config import LossConfig, ModelConfig, SortConfig, TextConfig, VideoConfig
 
     data = dict(data)
     return ModelConfig(**{**data, "video": VideoConfig(**data["video"]), "text": TextConfig(**data["text"]),
-                          "sort": SortConfig(**data["sort"])})
+                          "sort": SortConfig(**data["sort"]),
+                          "loss": LossConfig(**data.get("loss", {}))})   # checkpoints before the loss section
 
 
 def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
