@@ -36,10 +36,10 @@ from common import storage
 from common.cli import JobError, progress
 from common.config import add_config_args, load_from_args
 from common.donemark import inputs_fingerprint, is_done, mark_done
+from common.downstream import YOUTUBE_ID, YOUTUBE_URL
 from common.ray_env import prepare_ray
 from dedup.config import LeakageConfig
 from dedup.corpus import expand_shards, iter_samples
-from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
 from dedup.downstream_features import DownstreamSet, load_downstream
 from dedup.locations import check_locations, output_location, state_dir, write_json
 
