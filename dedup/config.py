@@ -97,7 +97,7 @@ class DownstreamSpec:
     """One downstream dataset: its official annotation files plus where its videos live."""
     name: str = ""
     format: str = "folder"  # one of DOWNSTREAM_FORMATS
-    annotations: list[str] = field(default_factory=list)  # annotation files (format-specific, see downstream.py)
+    annotations: list[str] = field(default_factory=list)  # annotation files (format-specific, see common/downstream.py)
     video_root: str = ""  # folder holding the videos; entries whose video is absent are checked by source id only
     splits: list[str] = field(default_factory=list)  # keep only these splits (empty: all)
     frames: int = 8  # frames decoded per downstream video

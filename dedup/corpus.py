@@ -267,7 +267,7 @@ class CorpusFeatures:
 
 def youtube_id_of(meta: dict | None, url: str = "") -> str | None:
     """A corpus video's YouTube id from its metadata or URL (the source-id check of the leakage job)."""
-    from dedup.downstream import YOUTUBE_ID, YOUTUBE_URL
+    from common.downstream import YOUTUBE_ID, YOUTUBE_URL
 
     meta = meta or {}
     for key in ("youtube_id", "ytid", "yt_id"):

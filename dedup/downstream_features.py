@@ -1,7 +1,7 @@
 """The downstream side of the leakage check: each evaluation set's videos as frame features.
 
 `load_downstream(spec, embedder, cache_dir) -> DownstreamSet`: read one dataset's official annotation
-files (dedup/downstream.py), decode N frames of each video (dedup/frames.py), embed them, and keep the
+files (common/downstream.py), decode N frames of each video (dedup/frames.py), embed them, and keep the
 features with each frame's video, index and time. The result is cached under `cache_dir` keyed by the
 embedder's fingerprint, the dataset spec and the annotation and video files (path, size, mtime), so a
 rerun reuses it and another model never does. Decode failures are counted per error class.
@@ -21,8 +21,8 @@ import numpy as np
 
 from common.atomic import write_bytes
 from common.cli import progress
+from common.downstream import DownstreamFormatError, DownstreamVideo, read_dataset
 from dedup.config import DownstreamSpec
-from dedup.downstream import DownstreamFormatError, DownstreamVideo, read_dataset
 from dedup.frames import decode_frames
 from pipeline.errors import StageError
 

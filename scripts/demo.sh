@@ -33,8 +33,22 @@ DS_ACCELERATOR=cpu $PY -m deepspeed.launcher.runner --num_gpus 2 --master_addr 1
   --module training.pretrain --config configs/demo.yaml
 
 step "5/5 evaluation -> $RUN/eval"
-$PY -m training.evaluate --checkpoint "$RUN/train" --task sort --config configs/demo.yaml
-$PY -m training.evaluate --checkpoint "$RUN/train" --task t2v --config configs/demo.yaml
+# The trained model, then the same preset with random weights (--random-init -> $RUN/eval/random-init/):
+# held-out sort and t2v, and the downstream sets of data/demo/downstream (pipeline.demo.eval_sets).
+# The baseline sorts at chance: 3 shuffle/mask repeats instead of 10 say so at a third of the time.
+for INIT in "" --random-init; do
+  REPEATS=$([ -z "$INIT" ] && echo 10 || echo 3)
+  $PY -m training.evaluate --checkpoint "$RUN/train" --task sort --config configs/demo.yaml $INIT --set eval.sort_repeats=$REPEATS
+  $PY -m training.evaluate --checkpoint "$RUN/train" --task t2v --config configs/demo.yaml $INIT
+  $PY -m training.evaluate --checkpoint "$RUN/train" --task t2v --dataset shapes_captions --config configs/demo.yaml $INIT
+  $PY -m training.evaluate --checkpoint "$RUN/train" --task v2v --config configs/demo.yaml $INIT
+  $PY -m training.evaluate --checkpoint "$RUN/train" --task linear-probe --config configs/demo.yaml $INIT
+done
+# And the downstream tasks from the preset's starting weights (DINOv2 video tower, MiniLM text, no video
+# pretraining): what the demo's pretraining added to its image/text init, not only to random weights.
+$PY -m training.evaluate --checkpoint "$RUN/train" --task t2v --dataset shapes_captions --config configs/demo.yaml --preset-init
+$PY -m training.evaluate --checkpoint "$RUN/train" --task v2v --config configs/demo.yaml --preset-init
+$PY -m training.evaluate --checkpoint "$RUN/train" --task linear-probe --config configs/demo.yaml --preset-init
 
 cat <<MSG
 
@@ -44,5 +58,7 @@ Demo finished. Outputs:
   leakage report    $RUN/leakage/report.html (blocklist.txt, report.json); review it:
                     .venv/bin/python -m dedup review --report $RUN/leakage
   training          $RUN/train/ (checkpoints, metrics.jsonl, loss curve)
-  evaluation        $RUN/eval/sort.json, $RUN/eval/t2v.json
+  evaluation        $RUN/eval/sort.json, $RUN/eval/t2v.json, $RUN/eval/<dataset>/<task>.json, $RUN/eval/{random,preset}-init/
 MSG
+echo
+$PY -m training summary --eval-dir "$RUN/eval"

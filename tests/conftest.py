@@ -59,6 +59,8 @@ def demo_corpus() -> Path:
     Downstream: 17 clips in MSR-VTT (6), UCF-101 (5) and Kinetics-400 (6) layouts: 6 visual leaks of
     corpus segments (2 per dataset), 1 source-id leak (a Kinetics row naming a corpus youtube_id) and
     10 unrelated clips (2 of them hard negatives drawn like the corpus); downstream/ground_truth.json.
+    Evaluation sets (pipeline/demo/eval_sets.py): downstream/shapes_actions/ (UCF-101 layout, 90 clips of 6
+    motion classes) and downstream/shapes_captions/ (MSVD layout, 40 clips with 2-4 captions each).
     Treat it as read-only: it is shared by every test session.
     """
     from pipeline.demo.corpus import GENERATOR_VERSION, generate

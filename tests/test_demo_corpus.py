@@ -363,3 +363,50 @@ def test_cli_refuses_a_folder_that_is_not_a_corpus(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "notes.txt"), "--videos", "1"]) == 1
     assert "not a folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing left behind
+
+
+def test_evaluation_sets_read_as_their_official_formats(corpus):
+    """shapes_actions (UCF-101 layout) and shapes_captions (MSVD layout) through the readers training reads."""
+    from common.downstream import read_dataset
+    from pipeline.demo import eval_sets
+
+    root, _, _ = corpus
+    down = root / "downstream"
+    sets = json.loads((down / "eval_sets.json").read_text())
+    actions = sets["shapes_actions"]
+    result = read_dataset("a", "ucf101", [str(down / f) for f in actions["annotations"]], str(down / actions["videos"]))
+    assert result.bad_rows == 0 and all(v.path for v in result.videos)
+    assert sorted({v.label for v in result.videos}) == sorted(eval_sets.ACTION_CLASSES)
+    splits = [v.split for v in result.videos]
+    assert (splits.count("train"), splits.count("test")) == (60, 30)
+    info = _probe(Path(result.videos[0].path))
+    assert info["streams"][0]["codec_name"] == "mpeg4" and info["format"]["format_name"] == "avi"
+    assert float(info["format"]["duration"]) == pytest.approx(eval_sets.SECONDS, abs=0.2)
+    assert (down / actions["annotations"][0]).read_bytes().endswith(b"\r\n")
+    captions = sets["shapes_captions"]
+    result = read_dataset("c", "msvd", [str(down / f) for f in captions["annotations"]], str(down / captions["videos"]))
+    assert len(result.videos) == 40 and result.bad_rows == 0
+    assert all(v.path and v.split == "test" and 2 <= len(v.captions) <= 4 for v in result.videos)
+    # The caption names what the clip shows: its scene's colour and shape.
+    clip = next(c for c in eval_sets.plan(0) if c.captions)
+    assert clip.scene.colour in clip.captions[0].lower() and clip.scene.shape in clip.captions[0].lower()
+
+
+def test_evaluation_sets_are_made_once_per_version_and_seed(tmp_path, monkeypatch, corpus):
+    from pipeline.demo import eval_sets
+
+    root, _, _ = corpus
+    plan = eval_sets.plan
+
+    def few(seed: int) -> list:                # one clip of each set: the rules, not the whole set
+        clips = plan(seed)
+        return [next(c for c in clips if c.label), next(c for c in clips if c.captions)]
+
+    monkeypatch.setattr(eval_sets, "plan", few)
+    assert eval_sets.ensure(tmp_path, seed=0) and not eval_sets.ensure(tmp_path, seed=0)
+    made = sorted(p.relative_to(tmp_path) for p in (tmp_path / "downstream").rglob("*.avi"))
+    assert len(made) == 2
+    for rel in made:                           # deterministic: the same bytes as the shared corpus's clip
+        assert (tmp_path / rel).read_bytes() == (root / rel).read_bytes()
+    assert eval_sets.ensure(tmp_path, seed=1)  # another seed replaces them
+    assert not any((tmp_path / rel).exists() for rel in made if "shapes_captions" in str(rel))

@@ -1,4 +1,6 @@
 """`python -m training describe --preset NAME`: the parameter counts of a model preset, as JSON.
+`python -m training summary --eval-dir DIR`: evaluation results next to the random-init baseline and chance
+(training/eval_summary.py).
 
 Counting never downloads anything: the text encoder is built from its architecture config (a local
 folder's config.json, or a built-in config for a known hub model such as distilbert-base-uncased),
@@ -48,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", required=True, help="preset name (training/presets/NAME.yaml) or a YAML path")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset key, e.g. --set video.depth=6 (repeatable)")
+    p = sub.add_parser("summary", help="the evaluation results of a model next to its random-init baseline and chance")
+    p.add_argument("--eval-dir", required=True, help="the evaluation output.dir (demo: data/demo-run/eval)")
     args = parser.parse_args(argv)
+    if args.command == "summary":
+        from training.eval_summary import summary_lines
+
+        print("\n".join(summary_lines(args.eval_dir)))
+        return 0
     try:
         print(json.dumps(describe(args.preset, args.overrides), indent=2))
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from common.config import ConfigError, check_protocols
+from training.eval_config import DownstreamSettings
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -164,3 +165,5 @@ class EvalConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(num_workers=0))
     eval: EvalSettings = field(default_factory=EvalSettings)
     output: EvalOutputConfig = field(default_factory=EvalOutputConfig)
+    # The downstream tasks (t2v on a dataset, v2v, linear-probe): training/eval_config.py.
+    downstream: DownstreamSettings = field(default_factory=DownstreamSettings)

@@ -1,12 +1,16 @@
-"""Evaluate a pretrained TVTS model on held-out samples:
-`python -m training.evaluate --checkpoint DIR --task sort|t2v [--config FILE] [--set ...]`.
+"""Evaluate a pretrained TVTS model: `python -m training.evaluate --checkpoint DIR --task TASK [--dataset NAME]
+[--random-init | --preset-init] [--config FILE] [--set ...]`, TASK one of sort, t2v, v2v, linear-probe.
 
 DIR is a training output.dir (its model_fp32.pt, or else its newest DeepSpeed checkpoint), a checkpoint
-folder, or a .pt state_dict. Samples: data.eval_shards when given, else the videos of data.shards that
-the run held out (the same video-id hash split the training loader used, so train and eval never share a
-video). Evaluation transforms: bin-centre frames, centre crop.
+folder, or a .pt state_dict. `--random-init` evaluates the same preset with random weights (seed from the
+config) instead: the baseline next to chance; `--preset-init` the preset as pretraining starts it (its
+video.init image weights, its pretrained text tower, random projections and sorter): what the image
+and text weights give before any video pretraining. This module is the CLI and the held-out tasks; the
+downstream tasks are training/downstream_eval.py.
 
-Tasks
+Held-out tasks (sort, and t2v without a dataset). Samples: data.eval_shards when given, else the videos
+of data.shards that the run held out (the same video-id hash split the training loader used, so train
+and eval never share a video). Evaluation transforms: bin-centre frames, centre crop.
 - sort: transcript sorting accuracy (a sample counts when all K transcripts are put in the right place,
   each transcript at the argmax of its K position scores; chance (1/K)^K = 1/256 for K = 4), with the
   pretraining mask ratio and without masking, plus the per-transcript position accuracy (chance 1/K).
@@ -23,7 +27,14 @@ Tasks
   paragraph-to-video). Ranks: 1 + the videos scoring strictly higher (ties in the query's favour, as
   CLIP4Clip counts them; training/metrics.py), `tied` says how many queries had a tie.
 eval.max_samples limits every pass (each sort repeat too) to the same first samples.
-Prints a table and writes <task>.json into output.dir (demo: data/demo-run/eval).
+
+Downstream tasks, on a dataset of the config's `downstream.datasets` (--dataset NAME, or the task's
+`downstream.<task>.dataset`), read from its official annotation files: t2v (MSR-VTT, MSVD, DiDeMo, LSMDC),
+v2v (zero-shot video-to-video retrieval by class) and linear-probe (UCF-101, HMDB-51, SSV2, K400); video
+features are cached per (weights, dataset, views) under downstream.features.cache_dir.
+
+Prints a table and writes <output.dir>[/random-init|/preset-init][/<dataset>]/<task>.json (demo:
+data/demo-run/eval).
 """
 from __future__ import annotations
 
@@ -44,7 +55,8 @@ from common.atomic import write_json
 from common.config import add_config_args, load_from_args
 from training.metrics import grouped_retrieval, is_permutation
 
-TASKS = ("sort", "t2v")
+DOWNSTREAM_TASKS = ("v2v", "linear-probe")      # always on a dataset of downstream.datasets
+TASKS = ("sort", "t2v", *DOWNSTREAM_TASKS)
 
 
 def model_config_from_dict(data: dict):
@@ -56,26 +68,40 @@ def model_config_from_dict(data: dict):
                           "loss": LossConfig(**data.get("loss", {}))})   # checkpoints before the loss section
 
 
-def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(TVTS in eval mode with the checkpoint's fp32 weights, the run's info dict)."""
+def _weights_source(checkpoint: str | Path):
+    """(the run's info file, a function that loads the fp32 state_dict) of a checkpoint path."""
     from training import checkpoint as ckpt
-    from training.model import TVTS
 
     path = Path(checkpoint)
-    info_path, state = None, None
     if path.is_file():
-        info_path = path.with_suffix(".json")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    elif (path / "model_fp32.pt").is_file():
-        info_path = path / "model_fp32.json"
-        state = torch.load(path / "model_fp32.pt", map_location="cpu", weights_only=True)
-    else:
-        found = ckpt.resolve_resume(str(path), path)     # newest complete DeepSpeed checkpoint
-        root, tag = found
+        return path.with_suffix(".json"), lambda: torch.load(path, map_location="cpu", weights_only=True)
+    if (path / "model_fp32.pt").is_file():
+        return path / "model_fp32.json", lambda: torch.load(path / "model_fp32.pt", map_location="cpu",
+                                                            weights_only=True)
+    root, tag = ckpt.resolve_resume(str(path), path)     # newest complete DeepSpeed checkpoint
+
+    def load() -> dict:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
-        info_path = root / tag / "run.json"
+        return get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+
+    return root / tag / "run.json", load
+
+
+BASELINES = ("random-init", "preset-init")
+
+
+def load_model(checkpoint: str | Path, baseline: str = "", seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(TVTS in eval mode with the checkpoint's fp32 weights, the run's info dict).
+
+    baseline "random-init": the same preset (the checkpoint's model config) with every weight drawn at
+    random from `seed` (no video.init image weights, no pretrained text tower): the baseline that says what
+    the weights learned at all. "preset-init": the preset as pretraining starts it (video.init, the
+    pretrained text tower; the rest random from `seed`): what the video pretraining added. Either's
+    weights are a function of (config, seed), so their features cache too."""
+    from training.model import TVTS
+
+    info_path, load_state = _weights_source(checkpoint)
     if info_path is None or not info_path.is_file():
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no model_fp32.json/run.json beside the weights "
                                 "(give a training output.dir)")
@@ -83,14 +109,28 @@ def load_model(checkpoint: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]
     if "config" in info and "holdout_fraction" not in info:      # run.json of a DeepSpeed checkpoint
         info["holdout_fraction"] = info["config"]["data"]["holdout_fraction"]
     cfg = model_config_from_dict(info["model"])
+    if baseline == "preset-init":
+        torch.manual_seed(seed)
+        info["weights_from"] = f"preset init ({cfg.video.init or 'random'} video tower, text pretrained " \
+                               f"{cfg.text.pretrained}; seed {seed})"
+        return TVTS(cfg).eval(), info
     # The checkpoint holds every video weight: building from video.init (an ImageMAE file, the DINOv2 ONNX
     # graph) would read that file only to overwrite it, and fail where it is not present.
-    model = TVTS(dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, init=None)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, init=None))
+    if baseline == "random-init":
+        cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, pretrained=False))
+        torch.manual_seed(seed)
+        info["weights_from"] = f"random init (seed {seed})"
+        return TVTS(cfg).eval(), info
+    if baseline:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    model = TVTS(cfg)
+    missing, unexpected = model.load_state_dict(load_state(), strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ValueError(f"--checkpoint {checkpoint}: weights do not fit preset '{info.get('preset')}' "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    info["weights_from"] = "checkpoint"
     return model.eval(), info
 
 
@@ -175,11 +215,12 @@ def held_out_scores(model, batches, generator: torch.Generator, sort: bool = Tru
 
 
 @torch.no_grad()
-def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
+def evaluate(cfg, checkpoint: str, task: str, baseline: str = "") -> dict[str, Any]:
+    """sort or t2v on the held-out samples of the run (or data.eval_shards)."""
     from training.data import LoaderSettings, build_loader, first_samples
     from training.model import build_tokenizer
 
-    model, info = load_model(checkpoint)
+    model, info = load_model(checkpoint, baseline, cfg.seed) if baseline else load_model(checkpoint)
     mcfg = model.cfg
     data_cfg = cfg.data
     if not data_cfg.eval_shards and "holdout_fraction" in info and info["holdout_fraction"] != data_cfg.holdout_fraction:
@@ -220,7 +261,7 @@ def evaluate(cfg, checkpoint: str, task: str) -> dict[str, Any]:
         raise ValueError("no evaluation samples")
     k = mcfg.num_transcripts
     result: dict[str, Any] = {"task": task, "checkpoint": str(checkpoint), "preset": info.get("preset"),
-                              "samples": len(keys), "samples_sha1": keys_digest(keys),
+                              "weights_from": info.get("weights_from", "checkpoint"), "samples": len(keys), "samples_sha1": keys_digest(keys),
                               "seconds": round(time.perf_counter() - start, 2),
                               "skipped": loader.skip_counts(),
                               "eval_data": data_cfg.eval_shards or f"held-out videos of {data_cfg.shards} "
@@ -261,7 +302,8 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     def pct(key: str) -> str:
         return f"{result[key]:.2f}%" if key in result else "-"
 
-    lines = [f"{result['task']} on {result['eval_data']} ({result['preset']}, {result['checkpoint']})"]
+    lines = [f"{result['task']} on {result['eval_data']} ({result['preset']}, {result['checkpoint']}"
+             f"{'' if result.get('weights_from', 'checkpoint') == 'checkpoint' else ': ' + result['weights_from']})"]
     if result["task"] == "sort":
         rows = [(label, pct(a), pct(b)) for label, a, b in sort_rows(result) if a in result]
         width = max(len(label) for label, _, _ in rows)
@@ -282,26 +324,75 @@ def table_lines(result: dict[str, Any]) -> list[str]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print("\n".join(table_lines(result)))
+    if "dataset" in result:
+        from training.downstream_eval import table_lines as downstream_lines
+
+        print("\n".join(downstream_lines(result)))
+    else:
+        print("\n".join(table_lines(result)))
+
+
+def evaluate_downstream(cfg, checkpoint: str, task: str, dataset: str, baseline: str = "") -> dict[str, Any]:
+    """t2v, v2v or linear-probe on one dataset of the config's downstream.datasets (training/downstream_eval.py)."""
+    from training.downstream_eval import run_task
+    from training.features_cache import FeatureCache, weights_digest
+    from training.model import build_tokenizer
+
+    spec = cfg.downstream.dataset(dataset, task)
+    model, info = load_model(checkpoint, baseline, cfg.seed) if baseline else load_model(checkpoint)
+    start = time.perf_counter()
+    features = cfg.downstream.features
+    cache = FeatureCache((features.cache_dir or Path(cfg.output.dir) / "features") if features.cache else None)
+    tokenizer = build_tokenizer(model.cfg) if task == "t2v" else None
+    result = run_task(task, model, tokenizer, weights_digest(model), spec, cfg, cache)
+    return {**result, "checkpoint": str(checkpoint), "preset": info.get("preset"),
+            "weights_from": info.get("weights_from", "checkpoint"), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def output_path(cfg, task: str, dataset: str, baseline: str = "") -> Path:
+    """<output.dir>[/<baseline>][/<dataset>]/<task>.json: the held-out results keep their place, a
+    dataset's and the baselines' sit beside them without overwriting."""
+    out = Path(cfg.output.dir)
+    if baseline:
+        out = out / baseline
+    if dataset:
+        out = out / dataset
+    return out / f"{task}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="training output.dir, checkpoint folder or .pt file")
     parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--dataset", default="", help="a name in the config's downstream.datasets (t2v, v2v, "
+                        "linear-probe); t2v without it: the held-out pretraining samples")
+    init = parser.add_mutually_exclusive_group()
+    init.add_argument("--random-init", action="store_const", const="random-init", dest="baseline", default="",
+                      help="the checkpoint's preset with random weights (seed from the config), the baseline; "
+                           "results go to <output.dir>/random-init/")
+    init.add_argument("--preset-init", action="store_const", const="preset-init", dest="baseline",
+                      help="the preset as pretraining starts it (its video.init and pretrained text tower, the "
+                           "rest random); results go to <output.dir>/preset-init/")
     add_config_args(parser)
     args = parser.parse_args(argv)
     from common.cli import one_line
     from training.config import EvalConfig
 
     cfg = load_from_args(EvalConfig, args, job="evaluate")
+    dataset = args.dataset or (cfg.downstream.t2v.dataset if args.task == "t2v" else "")
     try:
-        result = evaluate(cfg, args.checkpoint, args.task)
+        if args.task in DOWNSTREAM_TASKS or dataset:
+            if args.task == "sort":
+                raise ValueError("--dataset: sort scores the held-out pretraining samples, not a downstream set")
+            result = evaluate_downstream(cfg, args.checkpoint, args.task, dataset, args.baseline)
+            dataset = result["dataset"]
+        else:
+            result = evaluate(cfg, args.checkpoint, args.task, args.baseline)
     except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     result["config"] = asdict(cfg)
-    out = Path(cfg.output.dir) / f"{args.task}.json"
+    out = output_path(cfg, args.task, dataset, args.baseline)
     write_json(out, result)
     print_table(result)
     print(f"wrote {out}")

@@ -132,3 +132,49 @@ def is_permutation(logits: torch.Tensor) -> torch.Tensor:
     such a guesser is right by chance 1/K!, not (1/K)^K)."""
     guess = logits.argmax(dim=-1).sort(dim=-1).values          # [B, K]
     return (guess.diff(dim=-1) != 0).all(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# classification: video-to-video retrieval by class, top-k accuracy
+
+
+def class_retrieval(sim: torch.Tensor, query_labels: torch.Tensor, gallery_labels: torch.Tensor,
+                    ks=(1, 5, 10), exclude: torch.Tensor | None = None) -> dict[str, float]:
+    """Zero-shot video-to-video retrieval (SSV2 protocol): sim [Q, G] cosine scores; a query is a hit at K
+    when one of its K nearest gallery videos shares its class. `exclude` [Q, G] bool drops pairs (the query
+    itself when the gallery is the query set). Returns R@K (%) and chance_R@K (%): the expected hit rate of
+    a random ranking, 1 - C(G-m, K) / C(G, K) for a query with m same-class videos among G, averaged."""
+    q, g = sim.shape
+    if query_labels.shape != (q,) or gallery_labels.shape != (g,):
+        raise ValueError(f"labels must be [{q}] and [{g}], got {tuple(query_labels.shape)} and {tuple(gallery_labels.shape)}")
+    sim = sim.float().clone()
+    same = query_labels[:, None] == gallery_labels[None, :]                     # [Q, G]
+    size = torch.full((q,), float(g))
+    if exclude is not None:
+        sim[exclude] = float("-inf")
+        same = same & ~exclude
+        size = size - exclude.sum(dim=1).float()
+    order = sim.argsort(dim=1, descending=True)                                 # ties: index order
+    hit = same.gather(1, order)                                                 # [Q, G] bool, ranked
+    out = {}
+    m = same.sum(dim=1).double()
+    for k in ks:
+        kk = min(k, g)
+        out[f"R@{k}"] = 100.0 * float(hit[:, :kk].any(dim=1).float().mean())
+        # P(no same-class item among K random draws without replacement) = prod_{i<K} (G-m-i) / (G-i)
+        miss = torch.ones(q, dtype=torch.float64)
+        for i in range(kk):
+            miss = miss * ((size.double() - m - i).clamp(min=0) / (size.double() - i).clamp(min=1))
+        out[f"chance_R@{k}"] = 100.0 * float((1 - miss).mean())
+    out["queries"], out["gallery"] = float(q), float(g)
+    out["queries_without_match"] = float((m == 0).sum())
+    return out
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
+    """scores [N, C], labels [N] -> top-K accuracy (%) for each K (K above C counts every sample right)."""
+    if scores.dim() != 2 or labels.shape != (scores.shape[0],):
+        raise ValueError(f"scores must be [N, C] and labels [N], got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices                # [N, k]
+    right = top == labels[:, None]
+    return {f"top{k}": 100.0 * float(right[:, :k].any(dim=1).float().mean()) for k in ks}

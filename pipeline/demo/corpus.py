@@ -27,6 +27,8 @@ DIR layout
     captions/<video_id>.merlot.json  MERLOT / YT-Temporal annotation (subtitles, denoised, info)
     downstream/      MSR-VTT, UCF-101 and Kinetics-400 style sets with planted leaks: see
                      pipeline.demo.downstream; downstream/ground_truth.json lists the leaks (tests only).
+                     Beside them the evaluation sets of training.evaluate (pipeline.demo.eval_sets):
+                     shapes_actions/ (UCF-101 layout, 6 motion classes) and shapes_captions/ (MSVD layout).
     README.md        this layout, for whoever finds the folder.
 
 Caption kinds by video index: the first 8 videos are vtt, srt, merlot, none, vtt, merlot, none, vtt;
@@ -54,6 +56,7 @@ from pathlib import Path
 from common.atomic import write_json, write_text
 from pipeline.demo import captions as demo_captions
 from pipeline.demo import downstream as demo_downstream
+from pipeline.demo import eval_sets as demo_eval_sets
 from pipeline.demo.render import render_corpus_video
 from pipeline.demo.script import DEFAULT_NARRATION, NARRATIONS, EspeakError, VideoScript
 
@@ -163,7 +166,7 @@ def generate(out: str | Path, seed: int = 0, videos: int = DEFAULT_VIDEOS, worke
     plan = {"generator_version": GENERATOR_VERSION, "seed": seed, "videos": videos,
             "downstream": downstream, "narration": narration, "out": str(out)}
     done_file = out / DONE_FILE
-    if not force and _is_done(out, plan):
+    if not force and _is_done(out, plan) and (not downstream or demo_eval_sets.is_done(out, seed)):
         return {"out": str(out), "videos": videos, "reused": True, "seconds": time.monotonic() - t0}
     out.parent.mkdir(parents=True, exist_ok=True)
     # One generator per folder at a time (parallel test sessions share the cached corpus): the
@@ -171,6 +174,10 @@ def generate(out: str | Path, seed: int = 0, videos: int = DEFAULT_VIDEOS, worke
     with open(out.parent / f".{out.name}.demo-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and _is_done(out, plan):
+            # A corpus made before the evaluation sets existed gains them; the corpus itself (and every
+            # output made from it) stays as it is.
+            if downstream:
+                demo_eval_sets.ensure(out, seed, workers)
             return {"out": str(out), "videos": videos, "reused": True, "seconds": time.monotonic() - t0}
         _prepare(out, plan, force)
         if done_file.exists():
@@ -228,6 +235,7 @@ def _make(out: Path, plan: dict, workers: int) -> None:
         write_json(down / "datasets.json", demo_downstream.DATASETS)
         write_json(down / "ground_truth.json", {"generator_version": GENERATOR_VERSION, "seed": seed,
                                                 **demo_downstream.ground_truth(clips, down)})
+        demo_eval_sets.ensure(out, seed, workers)
 
     write_text(out / "narration.jsonl", "".join(json.dumps(r) + "\n" for r in narration))
     write_text(out / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in manifest))

@@ -132,8 +132,9 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 
 def encode_stream(frame_iter, out: Path, timeout: float, audio: np.ndarray | None = None,
-                  extra: list[str] | None = None) -> None:
-    """Encode raw RGB frames (and optional mono audio) into `out`, atomically (temp file + rename)."""
+                  extra: list[str] | None = None, codec: list[str] | None = None) -> None:
+    """Encode raw RGB frames (and optional mono audio) into `out`, atomically (temp file + rename).
+    `codec`: the video encoder arguments (default X264; e.g. MPEG-4 Part 2 for an AVI)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".render-", dir=out.parent)))
@@ -144,7 +145,8 @@ def encode_stream(frame_iter, out: Path, timeout: float, audio: np.ndarray | Non
             wav = scratch / "narration.wav"
             write_wav(wav, audio)
             args += ["-i", str(wav), "-map", "0:v", "-map", "1:a"] + AAC
-        args += X264 + (extra or []) + BITEXACT + ["-movflags", "+faststart", str(tmp_out)]
+        mp4 = ["-movflags", "+faststart"] if out.suffix.lower() in (".mp4", ".mov", ".m4v") else []
+        args += (codec or X264) + (extra or []) + BITEXACT + mp4 + [str(tmp_out)]
         err = stack.enter_context(open(scratch / "stderr.txt", "w+b"))
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True)

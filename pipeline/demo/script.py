@@ -429,14 +429,9 @@ def video_rng(seed: int, index: int, purpose: str = "video") -> random.Random:
     return random.Random(f"tvts-demo/{purpose}/{seed}/{index}")
 
 
-def make_script(seed: int, index: int, with_audio: bool = True, narration: str = DEFAULT_NARRATION) -> VideoScript:
-    """Plan video `index` of the corpus made with `seed`, synthesize its speech and lay out the timeline."""
-    style = NARRATIONS[narration]
-    min_step, max_step = style.step_seconds
-    rng = video_rng(seed, index)
-    voice, rate = rng.choice(VOICES), rng.randint(150, 180)
-    n_steps = rng.randint(*style.steps)
-    background = {
+def random_background(rng: random.Random) -> dict:
+    """The parameters of a video's static background (pipeline.demo.render.background draws them)."""
+    return {
         "top": [rng.randint(10, 90) for _ in range(3)],
         "bottom": [rng.randint(10, 90) for _ in range(3)],
         "stripe_angle": rng.uniform(0, 180),
@@ -444,6 +439,16 @@ def make_script(seed: int, index: int, with_audio: bool = True, narration: str =
         "stripe_strength": rng.randint(8, 22),
         "grid": rng.random() < 0.4,
     }
+
+
+def make_script(seed: int, index: int, with_audio: bool = True, narration: str = DEFAULT_NARRATION) -> VideoScript:
+    """Plan video `index` of the corpus made with `seed`, synthesize its speech and lay out the timeline."""
+    style = NARRATIONS[narration]
+    min_step, max_step = style.step_seconds
+    rng = video_rng(seed, index)
+    voice, rate = rng.choice(VOICES), rng.randint(150, 180)
+    n_steps = rng.randint(*style.steps)
+    background = random_background(rng)
     steps: list[Step] = []
     utterances: list[list[Utterance]] = []
     previous: Scene | None = None

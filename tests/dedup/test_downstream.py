@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dedup.downstream import DownstreamFormatError, read_dataset
+from common.downstream import DownstreamFormatError, read_dataset
 
 
 @pytest.fixture(scope="module")

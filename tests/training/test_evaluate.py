@@ -75,3 +75,13 @@ def test_a_missing_checkpoint_is_one_line(setup, capsys, tmp_path):
     assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--task", "sort", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_random_init_scores_the_same_samples_into_its_own_folder(setup):
+    from training.evaluate import main
+
+    ckpt, config, out = setup
+    assert main(["--checkpoint", str(ckpt), "--task", "t2v", "--config", str(config), "--random-init",
+                 "--set", "seed=3"]) == 0
+    result = json.loads((out / "random-init" / "t2v.json").read_text())
+    assert result["weights_from"] == "random init (seed 3)" and result["samples"] == 10

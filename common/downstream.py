@@ -1,5 +1,8 @@
 """Downstream evaluation sets from their official annotation files: one reader per format.
 
+Shared by dedup/ (the leakage check reads every downstream video) and training/ (downstream evaluation:
+t2v, v2v, linear probe), which may not import each other; plain stdlib, nothing heavy.
+
 Every reader yields `DownstreamVideo`s (video id, resolved path, split, the source's YouTube id when the
 format has one, label, captions). Files are read as published, quirks included: CRLF line endings,
 quoted CSV labels, YouTube ids that start with `-`, UCF-101's `HandstandPushups` vs `v_HandStandPushups`,

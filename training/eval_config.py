@@ -1,0 +1,161 @@
+"""Typed config of the downstream evaluation tasks (t2v on a dataset, v2v, linear-probe): the `downstream:`
+section of the `evaluate` job (training/config.py's EvalConfig holds it; configs/demo.yaml fills it).
+
+    evaluate:
+      downstream:
+        datasets:                   # official annotation files + a folder of videos (common/downstream.py)
+          - {name: msrvtt, format: msrvtt, annotations: [.../MSRVTT_JSFUSION_test.csv], video_root: ...}
+        features: {batch_size: 16, cache_dir: "", device: auto}
+        t2v: {dataset: ""}          # "": the held-out pretraining samples (no --dataset given)
+        v2v: {dataset: ucf101}
+        linear_probe: {dataset: ucf101, epochs: 100, lr: 0.1, batch_size: 384}
+
+`python -m training.evaluate --task TASK --dataset NAME` picks one of `datasets` by name; without
+--dataset a task reads its own `dataset` key. Every key is checked when the file is read (one-line
+ConfigError naming the key).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from common.config import ConfigError
+from common.downstream import READERS
+
+RETRIEVAL_FORMATS = ("msrvtt", "msvd", "didemo", "lsmdc")
+CLASSIFICATION_FORMATS = ("ucf101", "hmdb51", "ssv2", "kinetics")
+
+
+@dataclass
+class DatasetSpec:
+    """One downstream dataset as its official files lay it out."""
+    name: str = ""
+    format: str = ""                  # a common/downstream.py reader: msrvtt msvd didemo lsmdc ucf101 hmdb51 ssv2 kinetics
+    annotations: list[str] = field(default_factory=list)
+    video_root: str = ""              # the folder of its videos (found by relative path, file name or stem)
+    # Splits: the classifier/gallery side and the evaluated side. "" for eval_split: "test" when the
+    # files have it, else "val" (SSV2 and Kinetics publish labelled val, not test), else every video.
+    train_split: str = "train"
+    eval_split: str = ""
+    max_videos: int = 0               # per split, the first N (0: all): quick looks at a big set
+    # Views per video (clips x crops): 0 takes the task's own (linear_probe.clips/crops; t2v and v2v 1 x 1).
+    # The spec's linear probe: 2 x 3, 5 x 3 for Kinetics-400.
+    clips: int = 0
+    crops: int = 0
+    # t2v query per video: each caption ("caption": MSR-VTT, MSVD, LSMDC) or all its sentences joined in
+    # order into one paragraph ("paragraph": DiDeMo's paragraph-to-video). "auto": paragraph for didemo.
+    query: Literal["auto", "caption", "paragraph"] = "auto"
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigError("config key 'downstream.datasets[].name' is empty")
+        if self.format not in READERS:
+            raise ConfigError(f"config key 'downstream.datasets[{self.name}].format': {self.format!r} is not one of "
+                              f"{sorted(READERS)}")
+        if not self.annotations:
+            raise ConfigError(f"config key 'downstream.datasets[{self.name}].annotations' is empty: the "
+                              f"{self.format} reader needs the dataset's annotation files")
+        if self.clips < 0 or self.crops not in (0, 1, 3) or self.max_videos < 0:
+            raise ConfigError(f"config keys 'downstream.datasets[{self.name}].clips' >= 0, '.crops' 0, 1 or 3, "
+                              f"'.max_videos' >= 0; got {self.clips}, {self.crops}, {self.max_videos}")
+
+    @property
+    def paragraphs(self) -> bool:
+        return self.query == "paragraph" or (self.query == "auto" and self.format == "didemo")
+
+
+@dataclass
+class FeatureSettings:
+    """How the frozen video features are computed and kept (training/downstream_features.py)."""
+    batch_size: int = 16              # views per forward pass
+    num_workers: int = 0              # DataLoader processes decoding videos (0: in this process)
+    device: str = "auto"              # auto: cuda when visible, else cpu
+    # Where the features of (weights, dataset, frame settings) are kept; "": <output.dir>/features.
+    cache_dir: str = ""
+    cache: bool = True                # false: always recompute (and do not write)
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError(f"config keys 'downstream.features.batch_size' >= 1 and '.num_workers' >= 0, got "
+                              f"{self.batch_size} and {self.num_workers}")
+
+
+@dataclass
+class T2VSettings:
+    dataset: str = ""                 # "": the held-out pretraining samples (the eval section's t2v)
+    # Tokens per query; 0: the preset's text.max_length for captions, 4x that (at most 512) for paragraphs.
+    max_text_length: int = 0
+
+
+@dataclass
+class V2VSettings:
+    dataset: str = ""
+    # The gallery the eval-split queries search: "train" (the train split, as video SSL papers retrieve
+    # test clips from train clips), "eval" (the eval split itself, the query left out: SSV2's labelled val
+    # alone), "auto": train when the files list a train split, else eval.
+    gallery: Literal["auto", "train", "eval"] = "auto"
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+
+
+@dataclass
+class LinearProbeSettings:
+    """The spec's linear probe: frozen [CLS], SGD lr 0.1, batch 384, 100 epochs, 2 x 3 views."""
+    dataset: str = ""
+    clips: int = 2
+    crops: int = 3
+    epochs: int = 100
+    lr: float = 0.1
+    batch_size: int = 384
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    # "views": every view of a training video is its own sample (the cache holds them: augmentation for
+    # free); "mean": one sample per video, its views averaged. Evaluation always averages the views.
+    train_on: Literal["views", "mean"] = "views"
+    seeds: int = 1                    # probes trained with seeds seed..seed+N-1 on the same features
+    ks: list[int] = field(default_factory=lambda: [1, 5])
+
+    def validate(self) -> None:
+        if self.clips < 1 or self.crops not in (1, 3):
+            raise ConfigError(f"config keys 'downstream.linear_probe.clips' >= 1 and '.crops' 1 or 3, got "
+                              f"{self.clips} and {self.crops}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.seeds < 1:
+            raise ConfigError("config keys 'downstream.linear_probe.epochs', '.batch_size', '.seeds' must be >= 1 "
+                              "and '.lr' > 0")
+
+
+@dataclass
+class DownstreamSettings:
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    t2v: T2VSettings = field(default_factory=T2VSettings)
+    v2v: V2VSettings = field(default_factory=V2VSettings)
+    linear_probe: LinearProbeSettings = field(default_factory=LinearProbeSettings)
+
+    def validate(self) -> None:
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"config key 'downstream.datasets': names must be unique, got {names}")
+        for d in self.datasets:        # a list's items are not walked by common.config's _validate
+            d.validate()
+        for key, task in (("t2v", self.t2v), ("v2v", self.v2v), ("linear_probe", self.linear_probe)):
+            if task.dataset and task.dataset not in names:
+                raise ConfigError(f"config key 'downstream.{key}.dataset': {task.dataset!r} is not one of "
+                                  f"downstream.datasets {names}")
+
+    def dataset(self, name: str, task: str) -> DatasetSpec:
+        """The dataset `name` (or the task's default), checked to suit the task: one line when not."""
+        key = {"t2v": self.t2v, "v2v": self.v2v, "linear-probe": self.linear_probe}[task]
+        name = name or key.dataset
+        names = [d.name for d in self.datasets]
+        if not name:
+            raise ConfigError(f"--task {task}: no dataset: pass --dataset NAME (one of {names}) or set "
+                              f"downstream.{task.replace('-', '_')}.dataset")
+        spec = next((d for d in self.datasets if d.name == name), None)
+        if spec is None:
+            raise ConfigError(f"--dataset {name}: not in the config's downstream.datasets {names}")
+        wanted = RETRIEVAL_FORMATS if task == "t2v" else CLASSIFICATION_FORMATS
+        if spec.format not in wanted:
+            raise ConfigError(f"--task {task} --dataset {name}: format {spec.format} has no "
+                              f"{'captions' if task == 't2v' else 'class labels'}; use one of the formats {list(wanted)}")
+        return spec
