@@ -1,10 +1,16 @@
 """Benchmark of the data job (run: `.venv/bin/python bench/pipeline.py`).
 
+Wall-clock numbers are only as good as the machine is quiet: on a shared 2-core machine compare the
+ratios of one run, never numbers of two runs. The decode parts also print CPU seconds (this process and
+its children), which a busy machine disturbs much less.
+
 1. Throughput: the whole job (`pipeline.run.run_job` on Ray Data, Ray already started) on the demo
-   corpus: videos/s and frames/s; baseline: the same frames (times and sizes read back from the shards'
-   json) decoded by bare ffmpeg commands, one per sample (`-ss` span seek, `select` of those frames,
-   scale, mjpeg to a pipe), run with the job's decode parallelism, in the same run. Prints the ratio
-   (DESIGN.md target: >= 0.8x).
+   corpus (or `--manifest`, or `--corpus-720p N`: N generated 60 s 1280x720 captioned videos):
+   videos/s and frames/s; baselines, on the same frames (times and sizes read back from the shards'
+   json), with the job's decode parallelism, in the same run: bare ffmpeg commands, one per sample
+   (`-ss` span seek, `select` of those frames, scale, mjpeg to a pipe), and a bare PyAV seek loop (one
+   container per video, a keyframe seek + decode to each frame, swscale, JPEG: the simplest in-process
+   decode). Prints the ratio of the job to each (DESIGN.md target: >= 1.2x bare ffmpeg).
 2. Driver: a manifest of `--driver-rows` rows (default 20,000) whose files do not exist (every row fails at
    fetch, so the workers do almost nothing and the driver's own cost shows): rows/s through the whole
    job and the driver process's CPU seconds per row; baseline: reading and de-duplicating the same
@@ -13,9 +19,17 @@
 3. `--compare-with REV`: the whole job as a command (`python -m pipeline run`, its own local Ray) at this
    checkout and at git revision REV (a worktree under .cache/bench; e.g. the last commit before the workers
    wrote the shards), alternately, `--repeats` times each, on the same manifest: videos/s and the ratio.
-4. Memory: peak RSS of one decode (the ffmpeg child and the Python worker) for a 1-minute and a 20-minute
-   1280x720 input (generated with lavfi, cached under .cache/bench): a TVTS span in the middle, and 16
-   frames over the whole video (`seek` mode). Streaming decode: the 20-minute input must not cost more.
+4. Decode: on a 60 s 1280x720 H.264 (testsrc2, GOP 2 s; generated, cached under .cache/bench), the same
+   frames three ways: 16 frames over the whole video, one TVTS span, 8 overlapping spans (as the demo's
+   4 spans per slot): `decode.backend: pyav` (one pass per video), `decode.backend: ffmpeg` (one command
+   per sample), a bare PyAV seek loop, and one bare ffmpeg command with an `fps` filter (decodes all).
+   CPU and wall seconds, and the ratio of the pyav backend to each.
+5. JPEG: encoding the same RGB frames (455x256 from that video) with Pillow, simplejpeg and PyTurboJPEG
+   (when its library loads): ms per frame, bytes. The PyAV decoder uses the fastest (simplejpeg).
+6. Memory: peak RSS of one decode (the Python worker, and the ffmpeg child for the ffmpeg backend) for a
+   1-minute and a 20-minute 1280x720 input: a TVTS span in the middle, 16 frames over the whole video,
+   and (pyav) 16 spans spread over the whole video in one pass. Streaming decode: the 20-minute input
+   must not cost more (issue goal: <= 1.3x).
 """
 from __future__ import annotations
 
@@ -53,6 +67,23 @@ def demo_manifest(arg: str | None) -> Path:
             from tests.pipeline.corpus import make_corpus
 
             return make_corpus(BENCH / "corpus", n=12, duration=48.0)
+    return manifest
+
+
+def corpus_720p(n: int) -> Path:
+    """`n` captioned 60 s 1280x720 videos (copies of the 720p test video, cached) and their manifest."""
+    from tests.pipeline.corpus import make_vtt
+
+    folder = BENCH / f"corpus-720p-{n}"
+    manifest = folder / "manifest.jsonl"
+    if not manifest.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(n):
+            video = folder / f"v{i}.mp4"
+            shutil.copyfile(make_720p(1), video)
+            rows.append({"video_id": f"hd{i}", "url": str(video), "captions": str(make_vtt(folder / f"v{i}.en.vtt", 60.0))})
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
 
 
@@ -165,22 +196,86 @@ def bare_ffmpeg_args(source: str, times: list[float], width: int, height: int, q
             "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", str(quality), "-"]
 
 
-def baseline(out_dir: Path, workers: int) -> dict:
+def shard_samples(out_dir: Path) -> list[dict]:
+    """What the job wrote: per sample its source, frame times (caption clock) and frame size."""
     import webdataset as wds
 
-    jobs = []
+    samples = []
     for tar in sorted((out_dir / "shards").glob("shard-*.tar")):
         for sample in wds.WebDataset(str(tar), shardshuffle=False):
             meta = json.loads(sample["json"])
             frames = meta["frames"]
-            jobs.append(bare_ffmpeg_args(str(meta["source"]), frames["times"], frames["width"], frames["height"], 3))
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        sizes = list(pool.map(lambda a: len(subprocess.run(a, capture_output=True, check=True, timeout=600).stdout), jobs))
-    wall = time.perf_counter() - started
-    frames = 16 * len(jobs)
-    return {"samples": len(jobs), "frames": frames, "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 2),
-            "bytes": sum(sizes)}
+            samples.append({"source": str(meta["source"]), "times": frames["times"], "width": frames["width"],
+                            "height": frames["height"]})
+    return samples
+
+
+def _timed_pool(fn, jobs: list, workers: int, processes: bool) -> tuple[list, float, float]:
+    """Results, wall seconds, CPU seconds (this process + its children) of `fn` over `jobs`."""
+    import multiprocessing
+    import resource
+
+    def cpu() -> float:
+        return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for f in ("ru_utime", "ru_stime"))
+
+    c0, started = cpu(), time.perf_counter()
+    if processes:  # PyAV in threads would share one interpreter; the job's workers are processes
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            out = pool.map(fn, jobs, chunksize=1)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            out = list(pool.map(fn, jobs))
+    return out, time.perf_counter() - started, cpu() - c0
+
+
+def _run_bare_ffmpeg(args: list[str]) -> int:
+    return len(subprocess.run(args, capture_output=True, check=True, timeout=600).stdout)
+
+
+def baseline(samples: list[dict], workers: int) -> dict:
+    jobs = [bare_ffmpeg_args(s["source"], s["times"], s["width"], s["height"], 3) for s in samples]
+    sizes, wall, cpu = _timed_pool(_run_bare_ffmpeg, jobs, workers, processes=False)
+    frames = sum(len(s["times"]) for s in samples)
+    return {"samples": len(jobs), "frames": frames, "wall_s": round(wall, 3), "cpu_s": round(cpu, 2),
+            "frames_per_s": round(frames / wall, 2), "bytes": sum(sizes)}
+
+
+def bare_pyav_video(job: tuple[str, list[list[float]], int, int]) -> int:
+    """The simplest in-process decode: one container, for each time a keyframe seek and decoding to the
+    first frame at or after it, swscale to the size, JPEG (simplejpeg). Returns the JPEG bytes made."""
+    import av
+    import simplejpeg
+
+    from pipeline.media.probe import probe
+
+    source, samples, width, height = job
+    zero = probe(source).clock_zero   # the shards' times are on the caption clock
+    total = 0
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for times in samples:
+            for t in times:
+                target = zero + t - 0.002
+                container.seek(int(target / stream.time_base), stream=stream, backward=True)
+                for frame in container.decode(stream):
+                    if frame.time is not None and frame.time >= target:
+                        rgb = frame.reformat(width, height, format="rgb24", interpolation="BICUBIC", threads=1)
+                        total += len(simplejpeg.encode_jpeg(rgb.to_ndarray(), quality=90, colorsubsampling="420"))
+                        break
+    return total
+
+
+def baseline_pyav(samples: list[dict], workers: int) -> dict:
+    by_video: dict[str, list[dict]] = {}
+    for s in samples:
+        by_video.setdefault(s["source"], []).append(s)
+    jobs = [(src, [s["times"] for s in rows], rows[0]["width"], rows[0]["height"]) for src, rows in by_video.items()]
+    sizes, wall, cpu = _timed_pool(bare_pyav_video, jobs, workers, processes=True)
+    frames = sum(len(s["times"]) for s in samples)
+    return {"samples": len(samples), "videos": len(jobs), "frames": frames, "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 2), "frames_per_s": round(frames / wall, 2), "bytes": sum(sizes)}
 
 
 def make_720p(minutes: int) -> Path:
@@ -200,45 +295,128 @@ def make_720p(minutes: int) -> Path:
     return path
 
 
-MEMORY_PROBE = r"""
-import json, resource, sys
-from pipeline.media.probe import probe
-from pipeline.media.decode import DecodeConfig, decode_frames
-path, mode = sys.argv[1], sys.argv[2]
-info = probe(path)
-if mode == "span":   # one TVTS span (19 s, 16 bins) in the middle of the video
-    start = info.duration / 2
-    times = [start + (i + 0.5) * 19.0 / 16 for i in range(16)]
-else:                # 16 frames over the whole video
-    times = [(i + 0.5) * info.duration / 16 for i in range(16)]
-got = decode_frames(path, info, times, DecodeConfig(mode=mode))
-print(json.dumps({"frames": len(got.jpegs), "worker_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "ffmpeg_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
-"""
+DECODE_SCRIPT = Path(__file__).resolve().parent / "decode_probe.py"
+
+
+def run_decode_probe(path: Path, way: str, requests: list[list[float]], size=(455, 256)) -> dict:
+    """One decode in a fresh process (its own peak RSS, nothing cached from an earlier one)."""
+    result = subprocess.run([sys.executable, str(DECODE_SCRIPT), way, str(path), str(size[0]), str(size[1]),
+                             json.dumps(requests)], cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _span(start: float, length: float = 19.0) -> list[float]:
+    return [round(start + (i + 0.5) * length / 16, 6) for i in range(16)]
+
+
+def decode_speed(repeats: int) -> dict:
+    """The same frames of the 60 s 720p video by each way; best CPU time of `repeats` runs."""
+    path = make_720p(1)
+    cases = {"16 over 60 s": [_span(0.0, 60.0)], "one 19 s span": [_span(20.0)],
+             "8 overlapping spans": [_span(s) for s in (1, 5, 9, 13, 21, 25, 29, 33)]}
+    out = {}
+    for case, requests in cases.items():
+        ways = ["pyav", "ffmpeg", "pyav_seek_loop"] + (["ffmpeg_fps_filter"] if case == "16 over 60 s" else [])
+        rows = {}
+        for way in ways:
+            runs = [run_decode_probe(path, way, requests) for _ in range(repeats)]
+            rows[way] = min(runs, key=lambda r: r["cpu_s"])
+        for way, row in rows.items():
+            row["pyav_cpu_speedup"] = round(row["cpu_s"] / rows["pyav"]["cpu_s"], 2)
+            row["pyav_wall_speedup"] = round(row["wall_s"] / rows["pyav"]["wall_s"], 2)
+        out[case] = rows
+    return out
+
+
+def jpeg_speed() -> dict:
+    """ms per frame to encode the same 455x256 RGB frames (quality 90, 4:2:0) by each encoder found."""
+    result = subprocess.run([sys.executable, str(DECODE_SCRIPT), "jpeg", str(make_720p(1))], cwd=ROOT, check=True,
+                            capture_output=True, text=True)
+    *notes, last = result.stdout.strip().splitlines()
+    for note in notes:  # encoders that could not be measured
+        print(note)
+    return json.loads(last)
 
 
 def memory() -> dict:
     out = {}
     for minutes in (1, 20):
         path = make_720p(minutes)
-        for mode in ("span", "seek"):
-            started = time.perf_counter()
-            result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), mode], cwd=ROOT, check=True,
-                                    capture_output=True, text=True)
-            row = json.loads(result.stdout.strip().splitlines()[-1])
-            row["seconds"] = round(time.perf_counter() - started, 2)
-            out[f"{minutes}min_{mode}"] = row
+        length = minutes * 60.0
+        cases = {"span": [_span(length / 2)], "whole": [_span(0.0, length)],
+                 "16 spans": [_span(k * (length - 20.0) / 15) for k in range(16)]}
+        for backend in ("pyav", "ffmpeg"):
+            for case, requests in cases.items():
+                if backend == "ffmpeg" and case == "16 spans":
+                    continue  # 16 commands; each is one "span" run
+                out[f"{minutes}min_{backend}_{case}"] = run_decode_probe(path, backend, requests)
     return out
+
+
+def throughput(args) -> dict:
+    manifest = corpus_720p(args.corpus_720p) if args.corpus_720p else demo_manifest(args.manifest)
+    extra = (["asr.enabled=false"] if args.no_asr else []) + [f"decode.backend={args.backend}"]
+    summaries, cfg = run_job_timed(manifest, args.num_cpus, extra)
+    runs = {}
+    for name, summary in zip(("cold", "warm"), summaries):
+        wall, this = summary["seconds"]["wall"], summary["this_run"]
+        frames = this["samples"] * cfg.segment.frames * cfg.segment.frames_per_bin
+        runs[name] = {"videos": this["processed"], "samples": this["samples"], "frames": frames, "wall_s": wall,
+                      "videos_per_s": round(this["processed"] / wall, 3), "frames_per_s": round(frames / wall, 2),
+                      "stage_seconds": summary["seconds"], "written": summary["written"],
+                      "skipped": summary["skipped"], "failed": summary["failed"],
+                      "driver_bytes_in": this["driver_bytes_in"], "driver_bytes_out": this["driver_bytes_out"],
+                      "shard_bytes_written": this["bytes_written"]}
+    samples = shard_samples(Path(cfg.output.dir))
+    workers = cfg.ray.decode_concurrency
+    bases = {"bare ffmpeg": baseline(samples, workers), "bare PyAV seek loop": baseline_pyav(samples, workers)}
+    for name, job in runs.items():
+        print(f"job ({name}, decode.backend={args.backend}): {job['videos']} videos, {job['samples']} samples, "
+              f"{job['frames']} frames in {job['wall_s']:.1f} s: {job['videos_per_s']} videos/s, "
+              f"{job['frames_per_s']} frames/s (stage seconds {job['stage_seconds']})")
+    ratios = {}
+    for name, base in bases.items():
+        print(f"{name}: {base['frames']} frames in {base['wall_s']:.1f} s (CPU {base['cpu_s']} s): "
+              f"{base['frames_per_s']} frames/s ({workers} at a time)")
+        ratios[name] = {run: round(runs[run]["frames_per_s"] / base["frames_per_s"], 3) for run in runs}
+        print(f"ratio (job / {name}, frames/s): warm {ratios[name]['warm']}x, cold {ratios[name]['cold']}x"
+              + ("  (DESIGN.md target >= 1.2x)" if name == "bare ffmpeg" else ""))
+    warm = runs["warm"]
+    print(f"bytes across the driver (warm run): {warm['driver_bytes_out']:,} out (task rows), "
+          f"{warm['driver_bytes_in']:,} in (piece stats); the workers wrote {warm['shard_bytes_written']:,} "
+          f"bytes of shards ({warm['driver_bytes_in'] / max(warm['shard_bytes_written'], 1):.4%} of that came "
+          "back, and none of it is sample data)")
+    return {"job": runs, "baselines": bases, "ratios": dict(ratios)}
+
+
+def print_decode(rows: dict) -> None:
+    for case, ways in rows.items():
+        for way, r in ways.items():
+            print(f"decode {case:>19} {way:>17}: {r['frames']:3d} frames, CPU {r['cpu_s']:6.2f} s, wall "
+                  f"{r['wall_s']:6.2f} s; pyav backend faster by {r['pyav_cpu_speedup']}x CPU, "
+                  f"{r['pyav_wall_speedup']}x wall")
+
+
+def print_memory(mem: dict) -> None:
+    for name, row in mem.items():
+        print(f"decode memory {name:>20}: worker peak {row['worker_kb'] / 1024:7.1f} MiB, ffmpeg peak "
+              f"{row['ffmpeg_kb'] / 1024:7.1f} MiB, CPU {row['cpu_s']} s")
+    for key in sorted({k.split("_", 1)[1] for k in mem}):
+        one, twenty = mem[f"1min_{key}"], mem[f"20min_{key}"]
+        peak = [max(r["worker_kb"], r["ffmpeg_kb"]) for r in (one, twenty)]
+        print(f"peak RSS 20-min / 1-min, {key}: {peak[1] / peak[0]:.2f}x (issue goal <= 1.3x)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", help="manifest to run (default: the demo corpus)")
+    parser.add_argument("--corpus-720p", type=int, default=0, metavar="N",
+                        help="run part 1 on N generated 60 s 1280x720 captioned videos instead")
+    parser.add_argument("--backend", default="pyav", choices=["pyav", "ffmpeg"], help="the job's decode.backend")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--no-asr", action="store_true", help="skip videos without captions instead of ASR")
-    parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--skip-driver", action="store_true")
+    for part in ("throughput", "driver", "decode", "jpeg", "memory"):
+        parser.add_argument(f"--skip-{part}", action="store_true")
     parser.add_argument("--driver-rows", default="20000",
                         help="rows of the driver part; a comma list (e.g. 10000,100000,1000000) runs each size in "
                              "a fresh process, for its own peak RSS")
@@ -247,38 +425,7 @@ def main() -> int:
     args = parser.parse_args()
     report: dict = {}
     if not args.skip_throughput:
-        manifest = demo_manifest(args.manifest)
-        extra = ["asr.enabled=false"] if args.no_asr else []
-        summaries, cfg = run_job_timed(manifest, args.num_cpus, extra)
-        runs = {}
-        for name, summary in zip(("cold", "warm"), summaries):
-            wall = summary["seconds"]["wall"]
-            frames = summary["this_run"]["samples"] * cfg.segment.frames * cfg.segment.frames_per_bin
-            runs[name] = {"videos": summary["this_run"]["processed"], "samples": summary["this_run"]["samples"],
-                          "frames": frames, "wall_s": wall,
-                          "videos_per_s": round(summary["this_run"]["processed"] / wall, 3),
-                          "frames_per_s": round(frames / wall, 2), "stage_seconds": summary["seconds"],
-                          "written": summary["written"], "skipped": summary["skipped"], "failed": summary["failed"],
-                          "driver_bytes_in": summary["this_run"]["driver_bytes_in"],
-                          "driver_bytes_out": summary["this_run"]["driver_bytes_out"],
-                          "shard_bytes_written": summary["this_run"]["bytes_written"]}
-        base = baseline(Path(cfg.output.dir), cfg.ray.decode_concurrency)
-        report["throughput"] = {"job": runs, "bare_ffmpeg": base,
-                                "ratio_warm": round(runs["warm"]["frames_per_s"] / base["frames_per_s"], 3),
-                                "ratio_cold": round(runs["cold"]["frames_per_s"] / base["frames_per_s"], 3)}
-        for name, job in runs.items():
-            print(f"job ({name}):  {job['videos']} videos, {job['samples']} samples, {job['frames']} frames in "
-                  f"{job['wall_s']:.1f} s: {job['videos_per_s']} videos/s, {job['frames_per_s']} frames/s "
-                  f"(stage seconds {job['stage_seconds']})")
-        print(f"bare ffmpeg: {base['frames']} frames in {base['wall_s']:.1f} s: {base['frames_per_s']} frames/s "
-              f"({cfg.ray.decode_concurrency} processes at a time)")
-        print(f"ratio (job / bare ffmpeg, frames/s): warm {report['throughput']['ratio_warm']}x, "
-              f"cold {report['throughput']['ratio_cold']}x  (target >= 0.8x)")
-        warm = runs["warm"]
-        print(f"bytes across the driver (warm run): {warm['driver_bytes_out']:,} out (task rows), "
-              f"{warm['driver_bytes_in']:,} in (piece stats); the workers wrote {warm['shard_bytes_written']:,} "
-              f"bytes of shards ({warm['driver_bytes_in'] / max(warm['shard_bytes_written'], 1):.4%} of that came "
-              "back, and none of it is sample data)")
+        report["throughput"] = throughput(args)
     if not args.skip_driver:
         import multiprocessing
 
@@ -307,14 +454,16 @@ def main() -> int:
             print(f"job at {name}: " + ", ".join(f"{r['videos']} videos in {r['wall_s']} s ({r['videos_per_s']}/s)"
                                                  for r in rows))
         print(f"ratio (this checkout / {args.compare_with}, best videos/s of each): {c['ratio']}x")
+    if not args.skip_decode:
+        print_decode(report.setdefault("decode", decode_speed(args.repeats)))
+    if not args.skip_jpeg:
+        report["jpeg"] = jpeg_speed()
+        base = report["jpeg"]["pillow"]["ms_per_frame"]
+        for name, row in report["jpeg"].items():
+            print(f"jpeg {name:>12}: {row['ms_per_frame']:.3f} ms/frame CPU ({base / row['ms_per_frame']:.2f}x "
+                  f"Pillow), {row['bytes']} bytes/frame")
     if not args.skip_memory:
-        report["memory"] = memory()
-        for name, row in report["memory"].items():
-            print(f"decode {name:>12}: ffmpeg peak {row['ffmpeg_kb'] / 1024:7.1f} MiB, worker peak "
-                  f"{row['worker_kb'] / 1024:7.1f} MiB, {row['seconds']} s")
-        mem = report["memory"]
-        print(f"peak ffmpeg RSS 20-min / 1-min: span {mem['20min_span']['ffmpeg_kb'] / mem['1min_span']['ffmpeg_kb']:.2f}x, "
-              f"seek {mem['20min_seek']['ffmpeg_kb'] / mem['1min_seek']['ffmpeg_kb']:.2f}x")
+        print_memory(report.setdefault("memory", memory()))
     BENCH.mkdir(parents=True, exist_ok=True)
     (BENCH / "pipeline.json").write_text(json.dumps(report, indent=2))
     print(f"report: {BENCH / 'pipeline.json'}")

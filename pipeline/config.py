@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from pipeline.media.decode import DecodeConfig
-from pipeline.media.probe import ProbeConfig
+from pipeline.media.frames import DecodeConfig
+from pipeline.media.video_info import ProbeConfig
 from pipeline.samples.segment import SegmentConfig
 from pipeline.samples.shards import ShardsConfig
 from pipeline.sources.fetch_config import FetchConfig
@@ -134,10 +134,14 @@ def to_dict(cfg: PipelineConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-# Config sections that change what lands in the shards (not how fast or from where).
-OUTPUT_SECTIONS = ("transcript", "asr", "segment", "decode", "embed", "shards", "seed")
+# Config sections that change what lands in the shards (not how fast or from where). The decoder and
+# probe backends do (another decoder, scaler and JPEG encoder: other bytes); how a decoder reaches a
+# frame (mode, seek_min_gap_s, seek_gap_s) does not change which frame it is.
+OUTPUT_SECTIONS = ("probe", "transcript", "asr", "segment", "decode", "embed", "shards", "seed")
 NOT_OUTPUT_KEYS = {"asr": ("device", "cpu_threads"), "embed": ("device", "batch_size"),
-                   "decode": ("timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s")}
+                   "probe": ("ffprobe", "timeout_s", "scan_timeout_s"),
+                   "decode": ("timeout_s", "threads", "ffmpeg", "mode", "seek_min_gap_s",
+                              "seek_gap_s")}
 
 
 def output_fingerprint(cfg: PipelineConfig) -> str:

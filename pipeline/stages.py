@@ -13,7 +13,7 @@ wall time to `item.seconds[stage]`.
                the item so the ASR actor needs no file)
     asr        pipeline.transcripts.asr (faster-whisper) on the rows that need it, model loaded once per instance
     segment    pipeline.samples.segment.plan_samples: TVTS spans, K windows, 16 frame times
-    decode     pipeline.media.decode.decode_frames per sample -> JPEG members + json -> ShardSample
+    decode     pipeline.media.decode.decode_video: every sample of a video at once -> JPEG members + json
     embed      features.embed.FrameEmbedder (optional): clip.npy per sample
 
 Downloads are deleted (pipeline.sources.fetch.cleanup, unless fetch.keep_downloads) as soon as an item is
@@ -293,14 +293,18 @@ class DecodeStage:
         return item.fetched["video_path"]
 
     def one(self, item: VideoWork) -> None:
-        from pipeline.media.decode import check_frame_times, decode_frames
+        from pipeline.media.decode import check_frame_times, decode_video
 
         path = self._video_path(item)
         info = item.video_info()
         first_error: StageError | None = None
-        for plan in item.plans:
+        # All samples of the video at once: the in-process decoder reads it in one pass, sharing frames
+        # between overlapping spans. A failure of the whole video (unreadable, timeout) raises here.
+        decoded = decode_video(path, info, [plan.frame_times for plan in item.plans], self.cfg.decode)
+        for plan, frames in zip(item.plans, decoded):
             try:
-                frames = decode_frames(path, info, plan.frame_times, self.cfg.decode)
+                if isinstance(frames, StageError):
+                    raise frames
                 # Frames from other times than the windows they are paired with (a clock mapped
                 # wrongly, the last frame standing in past the picture's end) are never written.
                 why = check_frame_times(plan.frame_times, frames.times, info.fps)

@@ -12,8 +12,9 @@ $PY -m pipeline.demo --out data/demo --videos 128   # ~1200 samples (4 overlappi
 
 # Outputs made from another corpus (an older generator version or size) would be resumed with stale
 # shards: start $RUN afresh when the corpus it was made from is not the one in data/demo.
-# Likewise when the outputs' layout changed (v2: input shards written by the workers, ledger rebuilt from them).
-LAYOUT=v2-worker-shards
+# Likewise when the outputs' layout changed (v2: input shards written by the workers, ledger rebuilt from them;
+# v3: frames decoded in-process by PyAV, other JPEG bytes, so the pipeline would refuse to resume v2's).
+LAYOUT=v3-pyav-decode
 if [ -d "$RUN" ] && { ! cmp -s data/demo/.demo-done.json "$RUN/corpus.json" || [ "$(cat "$RUN/layout" 2>/dev/null)" != "$LAYOUT" ]; }; then
   echo "data/demo or the output layout changed since $RUN was made: removing $RUN and starting afresh"
   rm -rf "$RUN"

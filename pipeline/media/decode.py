@@ -1,15 +1,25 @@
 """Decode stage: only the frames a sample needs, resized and JPEG-encoded; audio for ASR.
 
-`decode_frames(path, info, times, cfg) -> DecodedFrames` returns one JPEG per requested time: the first
-frame shown at or after that time (a time past the last frame gets the last frame of the span).
-Times are on the caption clock: 0 is the video's first presented frame (`VideoInfo.clock_zero` in
-stream time; not 0 for MPEG-TS recordings, edit lists, `-itsoffset`, negative starts), as players and
-caption files count. A requested time t is decoded at stream time clock_zero + t, with `-copyts` so the
+`decode_video(path, info, requests, cfg) -> [DecodedFrames | StageError]` decodes the frames of every
+sample of one video (one list of times per sample); `decode_frames(path, info, times, cfg)` one sample.
+Each returns one JPEG per requested time: the first frame shown at or after that time (a time past the
+last frame gets the last frame of the span). Times are on the caption clock: 0 is the video's first
+presented frame (`VideoInfo.clock_zero` in stream time; not 0 for MPEG-TS recordings, edit lists,
+`-itsoffset`, negative starts), as players and caption files count; the reported times
+(`DecodedFrames.times`, the shard's `frames.decoded_times`) are on the same clock. `check_frame_times`
+(pipeline/media/frames.py) tells whether the frames are the requested ones (within one frame interval,
+no frame repeated across distinct times).
+
+`cfg.backend` picks the decoder:
+- `pyav` (default): in-process, one open container per video, all its samples' frames in one forward
+  pass with seeks across gaps, each frame converted once (pipeline/media/pyav_decode.py).
+- `ffmpeg`: the ffmpeg command, one process per sample (this module), the reference the PyAV decoder
+  is tested against (tests/pipeline/test_frame_times.py runs both).
+
+The ffmpeg decoder: a requested time t is decoded at stream time clock_zero + t, with `-copyts` so the
 frames keep their stream timestamps whatever the container's start, and the reported times are mapped
-back (`DecodedFrames.times`, the shard's `frames.decoded_times`). `check_frame_times` tells whether the
-frames are the requested ones (within one frame interval, no frame repeated across distinct times).
-A seek that lands after the requested time (MPEG-TS seeks by bytes) is detected from the first frame's
-time and redone from further back (SEEK_BACKOFF_S), in both modes.
+back. A seek that lands after the requested time (MPEG-TS seeks by bytes) is detected from the first
+frame's time and redone from further back (SEEK_BACKOFF_S), in both modes.
 Two ways, chosen per sample (`mode`):
 - `span`: one ffmpeg process seeks (`-ss` before `-i`: demuxer seek to the keyframe before the span,
   then exact) to the span start, reads only the span (`-t` as an input option), and a `select` filter
@@ -30,72 +40,31 @@ the decode stage adds "frame_time_mismatch" (check_frame_times) for samples it d
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import os
 import re
-from typing import Literal, Sequence
+from typing import Sequence
 
 from common.deps import require
 from pipeline.errors import StageError
-from pipeline.media.probe import VideoInfo
+from pipeline.media.frames import (
+    FRAME_CHECK_EPSILON_S,
+    SEEK_BACKOFF_S,
+    TIME_TOLERANCE_S,
+    VFR_GAP_S,
+    DecodeConfig,
+    DecodedFrames,
+    check_frame_times,
+    output_size,
+)
 from pipeline.media.proc import run_media_tool
+from pipeline.media.video_info import VideoInfo
+
+__all__ = ["DecodeConfig", "DecodedFrames", "check_frame_times", "choose_mode", "decode_frames", "decode_video",
+           "output_size", "FRAME_CHECK_EPSILON_S", "SEEK_BACKOFF_S", "TIME_TOLERANCE_S", "VFR_GAP_S"]
 
 PTS_TIME = re.compile(rb"\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(-?[0-9.eE+-]+)")
-# A frame whose time is this close below a requested time counts as "at" it (timebases such as 1/15360
-# cannot hold every millisecond exactly).
-TIME_TOLERANCE_S = 0.002
-# check_frame_times: decoded times are rounded to the millisecond and timebases are inexact.
-FRAME_CHECK_EPSILON_S = 0.005
-# check_frame_times: the longest gap between frames a variable-frame-rate video may have (see there).
-VFR_GAP_S = 1.0
-
-
-@dataclasses.dataclass
-class DecodeConfig:
-    short_side: int = 256            # frames are resized so their short side is this many pixels
-    upscale: bool = True             # also enlarge videos smaller than short_side (uniform shards)
-    jpeg_quality: int = 90           # Pillow JPEG quality, 1..95
-    mode: Literal["auto", "span", "seek"] = "auto"
-    seek_min_gap_s: float = 4.0      # auto: per-frame seeks when frames are further apart than this
-    threads: int = 1                 # decoder threads per ffmpeg process (parallelism comes from Ray)
-    scale_flags: str = "bicubic"
-    timeout_s: float = 120.0         # per ffmpeg call; the process tree is killed after it
-    ffmpeg: str = "ffmpeg"
-    audio_sample_rate: int = 16000
-
-    def validate(self) -> None:
-        from common.config import ConfigError
-
-        if not 16 <= self.short_side <= 4096:
-            raise ConfigError(f"config key 'decode.short_side': expected 16..4096, got {self.short_side}")
-        if not 1 <= self.jpeg_quality <= 95:
-            raise ConfigError(f"config key 'decode.jpeg_quality': expected 1..95, got {self.jpeg_quality}")
-        if self.timeout_s <= 0:
-            raise ConfigError("config key 'decode.timeout_s' must be > 0")
-        if self.threads < 0:
-            raise ConfigError("config key 'decode.threads' must be >= 0 (0: ffmpeg decides)")
-
-
-@dataclasses.dataclass
-class DecodedFrames:
-    jpegs: list[bytes]          # one per requested time, in the requested order
-    times: list[float]          # caption-clock time of the frame actually used for each request
-    width: int
-    height: int
-    processes: int = 1          # ffmpeg processes run (for the benchmark)
-
-
-def output_size(width: int, height: int, cfg: DecodeConfig) -> tuple[int, int]:
-    """(w, h) with the short side at `cfg.short_side` (aspect kept; never 0)."""
-    short = min(width, height)
-    if short <= 0:
-        raise ValueError(f"bad frame size {width}x{height}")
-    if short <= cfg.short_side and not cfg.upscale:
-        return width, height
-    scale = cfg.short_side / short
-    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
 def _local(path: str | os.PathLike) -> str:
@@ -146,11 +115,6 @@ def _seek_arg(info: VideoInfo, stream_time: float) -> str:
     # ffmpeg's input -ss counts from the container's start_time (it adds it before seeking, and its
     # accurate-seek trim uses the same point, -copyts or not); the container may start before the video.
     return f"{max(0.0, stream_time - info.container_start):.6f}"
-
-
-# When a container's seek lands after the requested time (MPEG-TS seeks by bytes and can land
-# on the keyframe after it), seek again this much earlier, and let a select filter find the frame.
-SEEK_BACKOFF_S = (0.0, 4.0, 16.0, 64.0)
 
 
 def _span_pass(path: str, info: VideoInfo, times: list[float], size: tuple[int, int], cfg: DecodeConfig,
@@ -245,10 +209,40 @@ def _decode_seek(path: str, info: VideoInfo, times: list[float], size: tuple[int
     return chosen, chosen_times, processes
 
 
+def decode_video(path: str | os.PathLike, info: VideoInfo, requests: Sequence[Sequence[float]],
+                 cfg: DecodeConfig | None = None) -> list[DecodedFrames | StageError]:
+    """The frames of each sample of one video (`requests`: one list of caption-clock times per sample),
+    in order: each a DecodedFrames or the StageError that sample got (e.g. `decode_no_frames`). A failure
+    of the whole video (unreadable, past its time limit) is raised instead."""
+    cfg = cfg or DecodeConfig()
+    if cfg.backend == "pyav":
+        from pipeline.media.pyav_decode import decode_video_pyav
+
+        return decode_video_pyav(path, info, requests, cfg)
+    out: list[DecodedFrames | StageError] = []
+    for times in requests:
+        try:
+            out.append(decode_frames_ffmpeg(path, info, times, cfg))
+        except StageError as exc:
+            out.append(exc)
+    return out
+
+
 def decode_frames(path: str | os.PathLike, info: VideoInfo, times: Sequence[float],
                   cfg: DecodeConfig | None = None) -> DecodedFrames:
-    """JPEGs of the frames at `times` (seconds on the caption clock: 0 = the first presented frame,
-    `info.clock_zero` in stream time), resized per `cfg`; `DecodedFrames.times` are on the same clock."""
+    """One sample's JPEGs of the frames at `times` (seconds on the caption clock: 0 = the first presented
+    frame, `info.clock_zero` in stream time), resized per `cfg`; `DecodedFrames.times` are on the same clock."""
+    if not times:
+        raise ValueError("decode_frames needs at least one time")
+    (result,) = decode_video(path, info, [times], cfg)
+    if isinstance(result, StageError):
+        raise result
+    return result
+
+
+def decode_frames_ffmpeg(path: str | os.PathLike, info: VideoInfo, times: Sequence[float],
+                         cfg: DecodeConfig | None = None) -> DecodedFrames:
+    """`decode_frames` by the ffmpeg command: one process per sample (`span`) or per frame (`seek`)."""
     cfg = cfg or DecodeConfig()
     path = os.fspath(path)
     times = [float(t) for t in times]
@@ -265,31 +259,3 @@ def decode_frames(path: str | os.PathLike, info: VideoInfo, times: Sequence[floa
     jpegs = _encode_jpegs(frames, size[0], size[1], cfg.jpeg_quality)
     return DecodedFrames(jpegs=jpegs, times=[round(u - zero, 3) for u in used], width=size[0], height=size[1],
                          processes=processes)
-
-
-def check_frame_times(requested: Sequence[float], decoded: Sequence[float], fps: float) -> str | None:
-    """Why the decoded frames are not the requested ones (None: they are); the decode stage drops such
-    a sample as `frame_time_mismatch`.
-
-    A decoded frame earlier than its request by more than one frame interval (1/fps, plus rounding) is a
-    stand-in past the last frame (the picture ended before the container, or the file was cut short).
-    A later one is the wrong picture (a clock mapped wrongly, a seek that overshot); the late side allows
-    up to VFR_GAP_S when that is more than the interval, because a variable-frame-rate video (screen
-    recordings, phones) legitimately has gaps longer than its average interval, and the frame shown at t
-    is then the next one. Two requests further apart than that allowance must not get the same frame.
-    Unknown fps: one second stands in for the interval.
-    """
-    interval = 1.0 / fps if fps and fps > 0 else 1.0
-    early = interval + FRAME_CHECK_EPSILON_S
-    late = max(interval, VFR_GAP_S) + FRAME_CHECK_EPSILON_S
-    for t, d in zip(requested, decoded):
-        if not math.isfinite(d) or d < t - early or d > t + late:
-            return f"frame for {t:.3f}s is at {d:.3f}s (more than one frame interval, {interval:.3f}s, away)"
-    by_time: dict[float, float] = {}
-    for t, d in zip(requested, decoded):
-        other = by_time.setdefault(d, t)
-        if abs(other - t) > late:
-            return f"the same frame ({d:.3f}s) came back for {other:.3f}s and {t:.3f}s"
-    return None
-
-

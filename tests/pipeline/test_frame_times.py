@@ -4,7 +4,8 @@ The inputs are generated with ffmpeg so that each picture encodes its own frame 
 blocks = 10 bits): a decoded JPEG tells which source frame it is, not just which time ffmpeg reported.
 Each container shifts the clock a different way: MPEG-TS `-output_ts_offset`, `-itsoffset` on the video
 (the stream starts after the container), an edit list (`-ss` with `-c copy`), audio running on 10 s
-after the picture, and an mp4 cut short mid-download.
+after the picture, and an mp4 cut short mid-download. Every test runs on both decoders: the in-process
+PyAV one (the default) and the ffmpeg command (the reference), in each of its modes.
 """
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ import pytest
 from PIL import Image
 
 from pipeline.config import PipelineConfig
-from pipeline.media.decode import DecodeConfig, check_frame_times, decode_frames
-from pipeline.media.probe import probe
+from pipeline.media.decode import DecodeConfig, check_frame_times, decode_frames, decode_video
+from pipeline.media.probe import ProbeConfig, probe
 from pipeline.samples.segment import SegmentConfig, plan_samples
 from pipeline.stages import DecodeStage, VideoWork, run_stage
 from pipeline.transcripts.types import Word
 
 FPS = 10
+# (backend, ffmpeg mode): the PyAV decoder has one way; the ffmpeg one two.
+DECODERS = [("pyav", "auto"), ("ffmpeg", "span"), ("ffmpeg", "seek")]
 # Frame N shows N in binary: block b (16 px wide) is white when bit b of N is set.
 BITS = "geq=lum='if(mod(floor(N/pow(2\\,floor(X/16)))\\,2)\\,235\\,16)':cb=128:cr=128"
 
@@ -78,10 +81,11 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name", ["plain", "ts_offset", "itsoffset", "edit_list"])
-@pytest.mark.parametrize("mode", ["span", "seek"])
-def test_frames_are_from_the_requested_times(inputs, name, mode):
+@pytest.mark.parametrize("backend, mode", DECODERS)
+def test_frames_are_from_the_requested_times(inputs, name, backend, mode):
     path = inputs[name]
     info = probe(path)
+    assert info == probe(path, ProbeConfig(backend="ffprobe"))  # the PyAV probe reads the same clock
     assert info.video_duration == pytest.approx({"edit_list": 38.65}.get(name, 40.0), abs=0.05)
     if name == "ts_offset":
         assert info.video_start == pytest.approx(31.4, abs=0.01)  # 30 s offset + the muxer's 1.4 s delay
@@ -89,7 +93,7 @@ def test_frames_are_from_the_requested_times(inputs, name, mode):
         assert (info.container_start, info.video_start) == (pytest.approx(0.0), pytest.approx(2.0))
     first = first_presented(path)
     times = [0.0, 0.55, 4.5, 5.5, 12.3, 17.0, 30.05]
-    got = decode_frames(path, info, times, DecodeConfig(mode=mode))
+    got = decode_frames(path, info, times, DecodeConfig(backend=backend, mode=mode))
     assert check_frame_times(times, got.times, info.fps) is None
     for t, used, jpeg in zip(times, got.times, got.jpegs):
         assert t - 0.002 <= used < t + 1.0 / FPS  # the frame shown at t
@@ -97,7 +101,8 @@ def test_frames_are_from_the_requested_times(inputs, name, mode):
     assert len({frame_number(j) for j in got.jpegs}) == len(times)
 
 
-def test_spans_stay_within_the_picture(inputs):
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+def test_spans_stay_within_the_picture(inputs, backend):
     info = probe(inputs["long_audio"])
     assert info.duration == pytest.approx(30.0, abs=0.1)
     assert info.video_end == pytest.approx(20.0, abs=0.01) and info.video_duration == pytest.approx(20.0, abs=0.01)
@@ -107,7 +112,7 @@ def test_spans_stay_within_the_picture(inputs):
     assert plans and all(p.end <= info.video_duration - 1.0 for p in plans)
     # Times past the picture get its last frame: the check refuses such a sample.
     times = [17.0, 18.5, 19.95, 22.0, 25.0]
-    got = decode_frames(inputs["long_audio"], info, times, DecodeConfig(mode="span"))
+    got = decode_frames(inputs["long_audio"], info, times, DecodeConfig(backend=backend, mode="span"))
     assert got.times[-1] == got.times[-2] < 19.95  # a repeated stand-in frame
     assert "away" in check_frame_times(times, got.times, info.fps)
 
@@ -135,8 +140,10 @@ def _decode_item(path: Path, starts: list[float], cfg: PipelineConfig) -> VideoW
     return run_stage("decode", [item], DecodeStage(cfg).one, cfg)[0]
 
 
-def test_samples_past_the_end_are_counted_not_written(inputs):
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+def test_samples_past_the_end_are_counted_not_written(inputs, backend):
     cfg = PipelineConfig()
+    cfg.decode.backend = backend
     cfg.fetch.keep_downloads = True
     # Spans that run past the last frame (about 19 s of the cut file survives; the picture of long_audio
     # ends at 20 s). A span wholly past it has no frame at all: decode_no_frames, also counted.
@@ -173,3 +180,51 @@ def test_leakage_frames_use_the_same_clock_and_check(inputs, name):
         jpeg = io.BytesIO()
         Image.fromarray(picture).save(jpeg, format="JPEG", quality=95)
         assert abs(frame_number(jpeg.getvalue()) - first - round(decoded * FPS)) <= 1, (name, t)
+
+
+@pytest.mark.parametrize("name", ["plain", "ts_offset", "edit_list"])
+def test_one_pass_for_all_samples_of_a_video(inputs, name, monkeypatch):
+    """Overlapping spans in one pass: the same pictures as one sample at a time (and as ffmpeg), each
+    shared frame converted once, and a sample past the end refused on its own."""
+    import pipeline.media.pyav_decode as pyav_decode
+
+    path = inputs[name]
+    info = probe(path)
+    starts = [1.0, 3.5, 6.0, 14.0, 30.0, 45.0]  # overlapping spans, a long gap, one wholly past the end
+    requests = [[s + 0.5 * i for i in range(16)] for s in starts]
+    encoded = []
+    real = pyav_decode._Encoder.__call__
+    monkeypatch.setattr(pyav_decode._Encoder, "__call__", lambda self, frame: encoded.append(frame.pts) or real(self, frame))
+    together = decode_video(path, info, requests, DecodeConfig(backend="pyav"))
+    assert len(encoded) == len(set(encoded))                     # no frame converted twice
+    distinct = {round(t, 3) for times in requests[:-1] for t in times}
+    assert len(encoded) == len(distinct)                         # ... and only the frames used
+    assert together[-1].error_class == "decode_no_frames"
+    for times, got in zip(requests[:-1], together[:-1]):
+        alone = decode_frames(path, info, times, DecodeConfig(backend="pyav"))
+        reference = decode_frames(path, info, times, DecodeConfig(backend="ffmpeg", mode="span"))
+        assert got.times == alone.times == reference.times
+        assert got.jpegs == alone.jpegs                          # the same bytes, whichever way it is read
+        numbers = [frame_number(j) for j in got.jpegs]
+        assert numbers == [frame_number(j) for j in reference.jpegs]
+        assert numbers == [first_presented(path) + round(u * FPS) for u in got.times]
+
+
+@pytest.mark.parametrize("name", ["plain", "ts_offset"])  # mp4: seeks by its index; MPEG-TS: none, the gap rule
+def test_how_pyav_reaches_a_frame_does_not_change_it(inputs, name, monkeypatch):
+    """Threads, the seek gap, and a capped read-ahead change the work, not the bytes (so they stay out of
+    the output fingerprint, pipeline/config.py)."""
+    import pipeline.media.pyav_decode as pyav_decode
+
+    path = inputs[name]
+    info = probe(path)
+    requests = [[s + 0.5 * i for i in range(16)] for s in (1.0, 3.5, 14.0, 30.0)]
+    reference = decode_video(path, info, requests, DecodeConfig())
+    variants = [DecodeConfig(threads=2), DecodeConfig(threads=0), DecodeConfig(seek_gap_s=0.5),
+                DecodeConfig(seek_gap_s=1000.0)]
+    for cfg in variants:
+        got = decode_video(path, info, requests, cfg)
+        assert [g.jpegs for g in got] == [r.jpegs for r in reference], cfg
+    monkeypatch.setattr(pyav_decode, "LOOKAHEAD_BYTES", 2000)  # a few packets: the cap is hit all the time
+    got = decode_video(path, info, requests, DecodeConfig(seek_gap_s=1000.0))
+    assert [g.jpegs for g in got] == [r.jpegs for r in reference]

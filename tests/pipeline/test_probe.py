@@ -1,5 +1,8 @@
-"""pipeline.media.probe on real and generated files: duration, fps, display size, rotation, audio, failures."""
+"""pipeline.media.probe on real and generated files: duration, fps, display size, rotation, audio, failures.
+The default probe is in-process (PyAV); the ffprobe one is the reference it must agree with."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -47,15 +50,19 @@ def test_rotation_from_side_data_and_legacy_tag():
     assert rotation_of({}) == 0
 
 
+BACKENDS = ["pyav", "ffprobe"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, error_class", [
     ("zero_byte", "empty_file"),
     ("text_mp4", "not_video"),
     ("truncated", "not_video"),
     ("audio_only", "no_video_stream"),
 ])
-def test_bad_files_are_classified(media, name, error_class):
+def test_bad_files_are_classified(media, name, error_class, backend):
     with pytest.raises(StageError) as caught:
-        probe(media[name])
+        probe(media[name], ProbeConfig(backend=backend))
     assert caught.value.stage == "probe"
     assert caught.value.error_class == error_class
     assert str(media[name]) in caught.value.message
@@ -83,7 +90,25 @@ def test_one_frame_video_has_a_tiny_duration(media):
     assert 0 < info.duration <= 0.2
 
 
-def test_timeout_is_a_classified_failure(media):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_timeout_is_a_classified_failure(media, backend):
     with pytest.raises(StageError) as caught:
-        probe(media["good"], ProbeConfig(timeout_s=0.0001))
+        probe(media["good"], ProbeConfig(backend=backend, timeout_s=0.0001))
     assert caught.value.error_class == "probe_timeout"
+
+
+def test_pyav_probe_equals_ffprobe(shared_data, tmp_path, media):
+    """The in-process probe reads the same facts by the same rules. The two FFmpeg builds (PyAV's own,
+    the system's ffprobe) may estimate a container's duration a fraction of a millisecond apart (a VFR
+    phone video) and its bit rate a few bits/s apart; everything else is equal."""
+    files = [media["good"], media["one_frame"], *sorted((shared_data / "videos").iterdir()),
+             set_mp4_rotation(make_video(tmp_path / "r270.mp4", 2.0, audio=False), 270),
+             make_video(tmp_path / "vp9.webm", 2.0, audio=False,
+                        extra=["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"])]
+    for path in files:
+        ours, reference = probe(path), probe(path, ProbeConfig(backend="ffprobe"))
+        assert abs((ours.bit_rate or 0) - (reference.bit_rate or 0)) <= max(1000, (reference.bit_rate or 0) // 1000)
+        ours.bit_rate = reference.bit_rate
+        expected = {k: pytest.approx(v, abs=1e-3) if isinstance(v, float) else v
+                    for k, v in dataclasses.asdict(reference).items()}
+        assert dataclasses.asdict(ours) == expected, path.name
