@@ -182,11 +182,19 @@ def test_four_frame_pairs_point_at_original_corpus_frames(demo_run: dict, four_f
     same = [p for p in visual if _pair_key(p) in full and full[_pair_key(p)]["corpus_frame_index"] in (2, 6, 10, 14)]
     assert len(same) >= 5 and any(p["corpus_frame_index"] >= 4 for p in same)
     for p in same:
-        assert [p[f] for f in fields] == [full[_pair_key(p)][f] for f in fields], (p, full[_pair_key(p)])
+        other = full[_pair_key(p)]
+        if p["downstream_frame_index"] != other["downstream_frame_index"]:
+            # A tie: two downstream frames with the same features (a still stretch of the clip decodes to
+            # the same picture), and which one the search returns depends on the batch it searched.
+            ours = downstream[(p["downstream_dataset"], p["downstream_video_id"], p["downstream_frame_index"])]
+            theirs = downstream[(p["downstream_dataset"], p["downstream_video_id"], other["downstream_frame_index"])]
+            assert np.allclose(ours, theirs, atol=1e-3), (p, other)
+            other = dict(other, downstream_frame_index=p["downstream_frame_index"])
+        assert [p[f] for f in fields] == [other[f] for f in fields], (p, other)
         # The same two stored vectors; faiss's flat inner product differs in the last float bits with the
         # number of queries searched at once (measured: up to 6e-5 on unnormalised 768-d fp16 data, 432 vs 108
         # queries), so the similarity rounded to 5 decimals may differ by one unit.
-        assert p["similarity"] == pytest.approx(full[_pair_key(p)]["similarity"], abs=1.5e-5), (p, full[_pair_key(p)])
+        assert p["similarity"] == pytest.approx(other["similarity"], abs=1.5e-5), (p, other)
 
 def test_frames_per_sample_at_least_the_frame_count_is_every_frame(demo_run: dict, tmp_path: Path):
     """N >= 16 searches every frame: report.json is byte-identical to the default (0) run's."""
