@@ -16,10 +16,12 @@ Randomness is a function of (seed, epoch, rank, worker, position), never of time
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import hashlib
 import json
 import random
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -313,8 +315,10 @@ class ThreadPrefetch:
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         # The thread holds the queue and the event, not this object: dropping it runs __del__.
-        threading.Thread(target=_prefetch_into, args=(source, self.queue, self.stop, self._DONE),
-                         name="shard-prefetch", daemon=True).start()
+        self.thread = threading.Thread(target=_prefetch_into, args=(source, self.queue, self.stop, self._DONE),
+                                       name="shard-prefetch", daemon=True)
+        self.thread.start()
+        _LIVE_PREFETCH.add(self)
 
     def __iter__(self) -> "ThreadPrefetch":
         return self
@@ -332,6 +336,19 @@ class ThreadPrefetch:
         self.stop.set()
 
     __del__ = close
+
+
+_LIVE_PREFETCH: "weakref.WeakSet[ThreadPrefetch]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_prefetch_threads() -> None:
+    """At exit, let every prefetch thread leave the C++ op it is in (a JPEG decode, a resize) before the
+    interpreter goes: a daemon thread still inside torch then aborts the process ("terminate called
+    without an active exception") after a run that finished."""
+    for prefetch in list(_LIVE_PREFETCH):
+        prefetch.stop.set()
+        prefetch.thread.join(timeout=30)
 
 
 def _prefetch_into(source: Iterator[dict], out, stop, done) -> None:
