@@ -28,11 +28,16 @@ def cpu() -> float:
                for field in ("ru_utime", "ru_stime"))
 
 
-def seek_loop(path: str, zero: float, requests: list[list[float]], size: tuple[int, int]) -> int:
-    """The simplest in-process decode: a keyframe seek and decoding to the frame, for every time."""
+def seek_loop(path: str, zero: float, requests: list[list[float]], size: tuple[int, int],
+              encode: bool = False) -> int:
+    """The simplest in-process decode: a keyframe seek and decoding to the frame, for every time, swscale
+    to `size`; returns the frames made, or with `encode` the JPEG bytes (simplejpeg) made of them.
+    bench/pipeline.py's bare PyAV baseline calls it too."""
     import av
 
-    frames = 0
+    if encode:
+        import simplejpeg
+    made = 0
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
@@ -42,10 +47,11 @@ def seek_loop(path: str, zero: float, requests: list[list[float]], size: tuple[i
                 container.seek(int(target / stream.time_base), stream=stream, backward=True)
                 for frame in container.decode(stream):
                     if frame.time is not None and frame.time >= target:
-                        frame.reformat(*size, format="rgb24", interpolation="BICUBIC", threads=1)
-                        frames += 1
+                        rgb = frame.reformat(*size, format="rgb24", interpolation="BICUBIC", threads=1)
+                        made += (len(simplejpeg.encode_jpeg(rgb.to_ndarray(), quality=90, colorsubsampling="420"))
+                                 if encode else 1)
                         break
-    return frames
+    return made
 
 
 def fps_filter(path: str, duration: float, size: tuple[int, int]) -> int:

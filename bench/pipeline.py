@@ -242,29 +242,19 @@ def baseline(samples: list[dict], workers: int) -> dict:
 
 
 def bare_pyav_video(job: tuple[str, list[list[float]], int, int]) -> int:
-    """The simplest in-process decode: one container, for each time a keyframe seek and decoding to the
-    first frame at or after it, swscale to the size, JPEG (simplejpeg). Returns the JPEG bytes made."""
-    import av
-    import simplejpeg
+    """The simplest in-process decode (decode_probe.seek_loop): one container, for each time a keyframe
+    seek and decoding to the first frame at or after it, swscale to the size, JPEG (simplejpeg). Returns
+    the JPEG bytes made."""
+    import importlib.util
 
     from pipeline.media.probe import probe
 
     source, samples, width, height = job
+    spec = importlib.util.spec_from_file_location("bench_decode_probe", DECODE_SCRIPT)
+    decode_probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decode_probe)
     zero = probe(source).clock_zero   # the shards' times are on the caption clock
-    total = 0
-    with av.open(source) as container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1
-        for times in samples:
-            for t in times:
-                target = zero + t - 0.002
-                container.seek(int(target / stream.time_base), stream=stream, backward=True)
-                for frame in container.decode(stream):
-                    if frame.time is not None and frame.time >= target:
-                        rgb = frame.reformat(width, height, format="rgb24", interpolation="BICUBIC", threads=1)
-                        total += len(simplejpeg.encode_jpeg(rgb.to_ndarray(), quality=90, colorsubsampling="420"))
-                        break
-    return total
+    return decode_probe.seek_loop(source, zero, samples, (width, height), encode=True)
 
 
 def baseline_pyav(samples: list[dict], workers: int) -> dict:

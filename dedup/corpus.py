@@ -224,6 +224,30 @@ def _embed_into(cache: FrameCache, missing: dict[bytes, bytes], embedder: Any
     return fresh, bad
 
 
+def samples_per_batch(batch_size: int, frames_per_sample: int) -> int:
+    """Samples whose frames fill about one model batch (16 frames a sample unless frames_per_sample)."""
+    return max(1, batch_size // (frames_per_sample or 16))
+
+
+def iter_features(samples: Iterable[CorpusSample], embedder: Any, use_stored: bool = True, frames_per_sample: int = 0,
+                  group_size: int = 1, cache: FrameCache | None = None
+                  ) -> Iterator[tuple[CorpusSample, np.ndarray | None, str]]:
+    """(sample, features or None, source or error class) in order, `group_size` samples per
+    `batch_features` call sharing one frame cache: the in-process corpus pass of the leakage and
+    near-duplicate jobs."""
+    import itertools
+
+    cache = cache if cache is not None else FrameCache()
+    stream = iter(samples)
+    while True:
+        group = list(itertools.islice(stream, group_size))
+        if not group:
+            return
+        for sample, (feats, source) in zip(group, batch_features(group, embedder, use_stored, frames_per_sample,
+                                                                 cache)):
+            yield sample, feats, source
+
+
 def sample_features(sample: CorpusSample, embedder: Any, use_stored: bool = True,
                     frames_per_sample: int = 0, cache: FrameCache | None = None) -> tuple[np.ndarray | None, str]:
     """(float16 [n, D] L2-normalised, source) or (None, error_class).

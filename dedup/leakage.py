@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import argparse
-import itertools
+import collections
 import sys
 import time
 from collections import Counter, defaultdict
@@ -55,30 +55,29 @@ def _sample_rows(shards: list[str], counts: Counter, max_samples: int) -> Iterat
 
 def stream_local(cfg: LeakageConfig, embedder: Any, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:
     """(row, features or None, feature source or error class), in process: samples go to the model in
-    groups whose distinct frames fill its batches (dedup.corpus.batch_features)."""
-    from dedup.corpus import CorpusSample, FrameCache, batch_features
+    groups whose distinct frames fill its batches (dedup.corpus.iter_features)."""
+    from dedup.corpus import CorpusSample, iter_features
 
-    cache = FrameCache()
-    group_size = samples_per_batch(cfg)
-    rows = _sample_rows(shards, counts, cfg.corpus.max_samples)
-    while True:
-        group = list(itertools.islice(rows, group_size))
-        if not group:
-            return
-        samples = [CorpusSample(key=r["key"], video_id=r["video_id"], shard=r["shard"], frames=r["frames"],
-                                frame_times=r["frame_times"], meta={}, clip=r["clip"], clip_model=r["clip_model"])
-                   for r in group]
-        results = batch_features(samples, embedder, cfg.corpus.use_stored_features, cfg.corpus.frames_per_sample,
-                                 cache)
-        for row, sample, (feats, source) in zip(group, samples, results):
-            row["frame_indices"] = sample.frame_indices
-            counts["frames_embedded"] += sample.embedded
-            yield row, feats, source
+    pending: collections.deque[dict] = collections.deque()   # the rows of the samples in flight, in order
+
+    def samples() -> Iterator[CorpusSample]:
+        for r in _sample_rows(shards, counts, cfg.corpus.max_samples):
+            pending.append(r)
+            yield CorpusSample(key=r["key"], video_id=r["video_id"], shard=r["shard"], frames=r["frames"],
+                               frame_times=r["frame_times"], meta={}, clip=r["clip"], clip_model=r["clip_model"])
+
+    for sample, feats, source in iter_features(samples(), embedder, cfg.corpus.use_stored_features,
+                                               cfg.corpus.frames_per_sample, samples_per_batch(cfg)):
+        row = pending.popleft()
+        row["frame_indices"] = sample.frame_indices
+        counts["frames_embedded"] += sample.embedded
+        yield row, feats, source
 
 
 def samples_per_batch(cfg: LeakageConfig) -> int:
-    """Samples whose frames fill about one model batch (16 frames a sample unless frames_per_sample)."""
-    return max(1, cfg.model.batch_size // (cfg.corpus.frames_per_sample or 16))
+    from dedup.corpus import samples_per_batch as per_batch
+
+    return per_batch(cfg.model.batch_size, cfg.corpus.frames_per_sample)
 
 
 def stream_ray(cfg: LeakageConfig, shards: list[str], counts: Counter) -> Iterator[tuple[dict, np.ndarray | None, str]]:

@@ -50,7 +50,7 @@ class _UnionFind:
 
 def sample_vectors(cfg: NearDupsConfig, work_dir: Path) -> tuple[np.memmap | np.ndarray, list[dict], Counter]:
     """One normalised mean frame feature per sample, in a disk-backed float16 array in `work_dir` (local)."""
-    from dedup.corpus import expand_shards, iter_samples, sample_features
+    from dedup.corpus import expand_shards, iter_features, iter_samples, samples_per_batch
     from features.embed import FrameEmbedder, embedder_kwargs
 
     shards = expand_shards(cfg.corpus.shards)
@@ -63,8 +63,10 @@ def sample_vectors(cfg: NearDupsConfig, work_dir: Path) -> tuple[np.memmap | np.
     path = work_dir / "sample_features.f16"
     capacity = 1024
     store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(capacity, embedder.dim))
-    for sample in progress(iter_samples(shards, counts, cfg.corpus.max_samples), desc="corpus", unit="sample"):
-        feats, source = sample_features(sample, embedder, cfg.corpus.use_stored_features, cfg.corpus.frames_per_sample)
+    samples = progress(iter_samples(shards, counts, cfg.corpus.max_samples), desc="corpus", unit="sample")
+    group = samples_per_batch(cfg.model.batch_size, cfg.corpus.frames_per_sample)
+    for sample, feats, source in iter_features(samples, embedder, cfg.corpus.use_stored_features,
+                                               cfg.corpus.frames_per_sample, group):
         if feats is None:
             counts[f"failed:{source}"] += 1
             continue

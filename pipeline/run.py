@@ -171,7 +171,9 @@ def _stream_ray(tasks: list[ShardTask], cfg: PipelineConfig, traffic: dict) -> I
     names = _stage_names(cfg)
     # Only input shards with a video that may need ASR go through the ASR actors: the others would wait
     # in the actors' queues behind transcriptions they do not need (idle decode workers meanwhile).
-    groups = [[t for t in tasks if might_need_asr(t, cfg)], [t for t in tasks if not might_need_asr(t, cfg)]]
+    groups: list[list[ShardTask]] = [[], []]
+    for task in tasks:
+        groups[0 if might_need_asr(task, cfg) else 1].append(task)
     datasets = []
     for group, stages in zip(groups, (names, [n for n in names if n != "asr"])):
         if group:

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 _GRACE_S = 5.0          # on top of a call's own limit: its process tree is being killed and drained
 _lock = threading.Lock()
 _hearts: dict[int, "_Heart"] = {}   # thread ident -> the heartbeat of the step that thread runs
-abandoned = 0            # steps given up in this process (their threads may still be running)
 
 
 @dataclass
@@ -101,7 +100,6 @@ class StallWatch:
                       f"({self.cfg.retries + 1} attempt{'s' if self.cfg.retries else ''}; stall.timeout_s)")
 
     def _attempt(self, fn: Callable[[Any], None], work: Any, what: str) -> tuple[bool, BaseException | None]:
-        global abandoned
         heart = _Heart()
         finished = threading.Event()
         result: list[BaseException | None] = [None]
@@ -122,8 +120,6 @@ class StallWatch:
         thread.start()
         while not finished.wait(self.poll_s):
             if time.monotonic() - heart.last > max(self.cfg.timeout_s, heart.allowance):
-                with _lock:
-                    abandoned += 1
                 return False, None
         return True, result[0]
 

@@ -146,7 +146,7 @@ def _scan_duration(path: str, cfg: ProbeConfig) -> float | None:
             if pts is not None:
                 end = max(end or 0.0, max(pts, 0.0) + (_seconds(packet.duration, stream.time_base) or 0.0))
     except av.FFmpegError:
-        pass
+        pass  # a read error mid-file (a cut-short download): the packets read so far give the end
     finally:
         container.close()
     return end
