@@ -220,7 +220,7 @@ def evaluate(cfg, checkpoint: str, task: str, baseline: str = "") -> dict[str, A
     from training.data import LoaderSettings, build_loader, first_samples
     from training.model import build_tokenizer
 
-    model, info = load_model(checkpoint, baseline, cfg.seed) if baseline else load_model(checkpoint)
+    model, info = load_model(checkpoint, baseline, cfg.seed)
     mcfg = model.cfg
     data_cfg = cfg.data
     if not data_cfg.eval_shards and "holdout_fraction" in info and info["holdout_fraction"] != data_cfg.holdout_fraction:
@@ -339,7 +339,7 @@ def evaluate_downstream(cfg, checkpoint: str, task: str, dataset: str, baseline:
     from training.model import build_tokenizer
 
     spec = cfg.downstream.dataset(dataset, task)
-    model, info = load_model(checkpoint, baseline, cfg.seed) if baseline else load_model(checkpoint)
+    model, info = load_model(checkpoint, baseline, cfg.seed)
     start = time.perf_counter()
     features = cfg.downstream.features
     cache = FeatureCache((features.cache_dir or Path(cfg.output.dir) / "features") if features.cache else None)

@@ -84,7 +84,7 @@ def test_sort_repeats_score_the_same_samples_each_repeat(ten, mini_model, monkey
         seen.append(list(batch["keys"]))
         return {"samples": float(len(batch["keys"]))}
 
-    monkeypatch.setattr(training.evaluate, "load_model", lambda checkpoint: (mini_model, {"preset": "tiny"}))
+    monkeypatch.setattr(training.evaluate, "load_model", lambda checkpoint, *rest: (mini_model, {"preset": "tiny"}))
     monkeypatch.setattr(training.evaluate, "sort_batch_sums", record)
     cfg = EvalConfig()
     cfg.data.shards = cfg.data.eval_shards = str(ten / "shard-*.tar")
