@@ -21,6 +21,13 @@ Formats (`annotations:` lists the files; the reader tells them apart by name or 
   lsmdc     tab-separated, no header, 6 fields: clip id, 4 times, sentence; videos <movie>/<clip id>.avi
   folder    every video file under `video_root` (id: path relative to the root, without extension)
 
+Image-text probes are not videos: their reader is common/downstream_svo.py (`read_svo`, format `svo`),
+which dedup/'s leakage check does not read:
+  svo       SVO-Probes: a jsonl of {"sentence", "pos_image", "neg_image", "neg_type": subject|verb|object}
+            (image paths relative to the jsonl's folder), or the release's csv (`sentence`, `subj_neg`,
+            `verb_neg`, `obj_neg`, `pos_image_id`/`pos_url`, `neg_image_id`/`neg_url`) with the images
+            downloaded under `video_root` (found by image id or by the url's file name)
+
 A file that lacks a required column is a `DownstreamFormatError` (one line: which file, which column);
 a malformed row is counted in `ReadResult.bad_rows` and skipped.
 """
@@ -37,6 +44,7 @@ from typing import Callable, Iterable, Iterator
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp", ".mts",
                     ".flv", ".ogv")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 YOUTUBE_URL = re.compile(r"(?:v=|youtu\.be/|/embed/|/shorts/)([A-Za-z0-9_-]{11})")
 
@@ -406,9 +414,10 @@ READERS: dict[str, Callable[[str, list[str]], ReadResult]] = {
 
 # ---- resolve files under the video root -----------------------------------------------------------------
 class VideoIndex:
-    """Every file under a video root, found by relative path, file name or name without extension."""
+    """Every file under a video root, found by relative path, file name or name without extension (for
+    files with one of `extensions`: SVO-Probes' image folder passes IMAGE_EXTENSIONS)."""
 
-    def __init__(self, root: str | os.PathLike | None):
+    def __init__(self, root: str | os.PathLike | None, extensions: tuple[str, ...] = VIDEO_EXTENSIONS):
         self.by_rel: dict[str, str] = {}
         self.by_name: dict[str, str] = {}
         self.by_stem: dict[str, str] = {}
@@ -422,7 +431,7 @@ class VideoIndex:
                 self.by_rel.setdefault(rel.lower(), full)
                 self.by_name.setdefault(file_name.lower(), full)
                 stem = file_name.rsplit(".", 1)[0] if "." in file_name else file_name
-                if Path(file_name).suffix.lower() in VIDEO_EXTENSIONS or not Path(file_name).suffix:
+                if Path(file_name).suffix.lower() in extensions or not Path(file_name).suffix:
                     self.by_stem.setdefault(stem.lower(), full)
 
     def resolve(self, candidates: Iterable[str]) -> str | None:
@@ -455,3 +464,4 @@ def read_dataset(name: str, fmt: str, files: list[str], video_root: str = "", sp
     if max_videos:
         result.videos = result.videos[:max_videos]
     return result
+

@@ -410,3 +410,41 @@ def test_evaluation_sets_are_made_once_per_version_and_seed(tmp_path, monkeypatc
         assert (tmp_path / rel).read_bytes() == (root / rel).read_bytes()
     assert eval_sets.ensure(tmp_path, seed=1)  # another seed replaces them
     assert not any((tmp_path / rel).exists() for rel in made if "shapes_captions" in str(rel))
+
+
+def test_a_corpus_with_the_first_two_sets_gains_shapes_svo_alone(tmp_path, monkeypatch):
+    """The clip sets' marker as the generator before shapes_svo wrote it: ensure adds shapes_svo and leaves
+    the clips (bytes and mtimes: the features cached from them stay valid) and that marker alone."""
+    from common.downstream_svo import read_svo
+    from pipeline.demo import eval_sets
+
+    plan, svo_plan = eval_sets.plan, eval_sets.svo_plan
+    monkeypatch.setattr(eval_sets, "plan", lambda seed: [next(c for c in plan(seed) if c.label)])
+    monkeypatch.setattr(eval_sets, "svo_plan", lambda seed: [p for p in svo_plan(seed) if p.index % 24 < 2])
+    down = tmp_path / "downstream"
+    monkeypatch.setattr(eval_sets, "_svo_done", lambda down, seed: True)      # the generator before shapes_svo
+    assert eval_sets.ensure(tmp_path, seed=0)
+    monkeypatch.undo()
+    monkeypatch.setattr(eval_sets, "plan", lambda seed: pytest.fail("remade the clip sets"))
+    monkeypatch.setattr(eval_sets, "svo_plan", lambda seed: [p for p in svo_plan(seed) if p.index % 24 < 2])
+    marker = (down / ".eval-sets-done.json").read_bytes()
+    assert json.loads(marker) == {"version": "1", "seed": 0} and not (down / "shapes_svo").exists()
+    clip = next(down.rglob("*.avi"))
+    before = clip.stat().st_mtime_ns
+    assert not eval_sets.is_done(tmp_path, 0)
+    assert eval_sets.ensure(tmp_path, seed=0) and eval_sets.is_done(tmp_path, 0)
+    assert clip.stat().st_mtime_ns == before and (down / ".eval-sets-done.json").read_bytes() == marker
+    assert not eval_sets.ensure(tmp_path, seed=0)
+    probes = read_svo("s", [str(down / "shapes_svo" / "svo_probes.jsonl")]).probes
+    assert [p.neg_type for p in probes] == ["subject"] * 2 + ["verb"] * 2 + ["object"] * 2
+    assert all(p.pos_path and p.neg_path for p in probes)
+    assert "shapes_svo" in json.loads((down / "eval_sets.json").read_text())
+    first = {p.name: p.read_bytes() for p in (down / "shapes_svo" / "images").iterdir()}
+    # Deterministic, and a negative differs from its positive in exactly its own part.
+    eval_sets.make_svo(eval_sets.svo_plan(0), tmp_path / "again")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "again" / "shapes_svo" / "images").iterdir()} == first
+    for probe in svo_plan(0):
+        diff = {f for f in ("shape", "colour", "motion", "count", "size") if
+                getattr(probe.positive, f) != getattr(probe.negative, f)}
+        assert diff == {{"subject": "shape", "verb": "motion", "object": "colour"}[probe.neg_type]}, probe
+        assert probe.positive.shape in probe.sentence and probe.positive.colour in probe.sentence.lower()

@@ -13,6 +13,7 @@ of the config's `downstream.datasets`, read from its official annotation files:
 - linear-probe: frozen [CLS] of clips x crops views (2 x 3; 5 x 3 for K400 via the dataset's clips), a
   linear classifier trained with SGD on the train split (training/linear_probe.py), top-1/top-5 on the
   eval split, `seeds` probes on the same features (mean, std and each).
+- svo-probes: a sentence against a positive and a negative image (training/svo_probes.py).
 Each result holds its chance level next to the metric, and `features` says whether they came from the
 cache (training/downstream_features.py).
 """
@@ -29,6 +30,8 @@ from training.eval_config import DatasetSpec
 from training.features_cache import FeatureCache
 from training.linear_probe import probe_scores
 from training.metrics import class_retrieval, retrieval_metrics
+from training.svo_probes import run_svo
+from training.svo_probes import table_lines as svo_lines
 from training.video_views import ViewSpec
 
 __all__ = ["run_task", "t2v_queries", "table_lines"]
@@ -178,6 +181,8 @@ def run_task(task: str, model, tokenizer, weights: str, spec: DatasetSpec, cfg, 
         return run_v2v(model, weights, spec, cfg, cache)
     if task == "linear-probe":
         return run_linear_probe(model, weights, spec, cfg, cache)
+    if task == "svo-probes":
+        return run_svo(model, tokenizer, weights, spec, cfg, cache)
     raise ValueError(f"unknown downstream task {task!r}")
 
 
@@ -191,6 +196,8 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     def num(key: str, fmt: str = "{:.2f}") -> str:
         return fmt.format(result[key]) if key in result else "-"
 
+    if result["task"] == "svo-probes":
+        return svo_lines(result) + [f"  features {_cached(result)}; {result.get('seconds', 0):.1f} s"]
     head = (f"{result['task']} on {result['dataset']} ({result['format']}, {result['split']} split, "
             f"{result['views']}, {result['frames']} frames at {result['image_size']}px; "
             f"{result.get('preset')}, {result.get('weights_from')})")

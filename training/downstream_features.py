@@ -4,10 +4,14 @@
     video_features(...)           [N, views, Dv] video-encoder [CLS] (after the final norm, not projected)
     text_features(...)            [Q, D] projected, normalised caption (or paragraph) embeddings
 
+    extract_features(...)         the same for any source of views (training/svo_probes.py's images)
+
 Both are cached (training/features_cache.py) under a key of the weights' digest, the dataset's
 annotation and video files (path, size, mtime), the split and the view / tokenizer settings: the second
 evaluation of a checkpoint on a dataset decodes nothing. Video features are computed in batches of
-`features.batch_size` views, decoding in `features.num_workers` DataLoader workers, with a tqdm bar.
+`features.batch_size` views (whole videos per batch, training/view_embed.py), decoding in
+`features.num_workers` DataLoader workers, with a tqdm bar; in this process, or with
+`features.ray_actors: N` on N Ray actors (training/ray_features.py), which give the same features.
 A video that cannot be decoded is counted by error class and left out (its row of `ok` is False).
 """
 from __future__ import annotations
@@ -24,8 +28,10 @@ from common.downstream import DownstreamVideo, read_dataset
 from training.eval_config import DatasetSpec, FeatureSettings
 from training.features_cache import FeatureCache, files_digest
 from training.video_views import VideoDecodeError, ViewSpec, decode_views
+from training.view_embed import embed_groups, item_groups, resolve_device
 
-__all__ = ["Split", "read_split", "VideoFeatures", "video_features", "text_features", "resolve_device"]
+__all__ = ["Split", "read_split", "VideoFeatures", "video_features", "extract_features", "text_features",
+           "resolve_device"]
 
 
 @dataclass
@@ -50,12 +56,6 @@ def read_split(spec: DatasetSpec, split: str) -> Split:
     if spec.max_videos:
         videos = videos[:spec.max_videos]
     return Split(split or "all", videos, result.bad_rows)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -99,64 +99,52 @@ def _video_key(weights: str, spec: DatasetSpec, split: Split, views: ViewSpec) -
             "views": asdict(views)}
 
 
-@torch.no_grad()
 def video_features(model, weights: str, spec: DatasetSpec, split: Split, views: ViewSpec,
                    settings: FeatureSettings, cache: FeatureCache) -> VideoFeatures:
     """[CLS] of every view of every video of `split`, from the cache when (weights, files, views) match."""
+    from training.data import DataError
+
+    feats = extract_features(model, _ViewsDataset(split.videos, views), len(split.videos), views.views,
+                             _video_key(weights, spec, split, views), settings, cache,
+                             f"features {spec.name}/{split.name}", "video")
+    if not feats.cached and not feats.ok.any():
+        raise DataError(f"dataset {spec.name}: none of its {len(split.videos)} {split.name} videos could be decoded "
+                        f"({dict(feats.failures)}; e.g. {feats.examples[:1]}); check "
+                        f"downstream.datasets[{spec.name}].video_root")
+    return feats
+
+
+def extract_features(model, source, n: int, views: int, key: dict[str, Any], settings: FeatureSettings,
+                     cache: FeatureCache, desc: str, kind: str, unit: str = "video") -> VideoFeatures:
+    """[N, views, Dv] [CLS] of the n items of `source` (`source[i] -> (i, views or None, error class,
+    message)`), from the cache under (kind, key) when there, else extracted here or on Ray actors."""
     import time
 
-    key = _video_key(weights, spec, split, views)
-    found = cache.load("video", key) if settings.cache else None
+    found = cache.load(kind, key) if settings.cache else None
     if found is not None:
         arrays, info = found
         return VideoFeatures(arrays["cls"].astype(np.float32), arrays["ok"], Counter(info.get("failures", {})),
                              info.get("examples", []), cached=True)
     start = time.perf_counter()
-    device = resolve_device(settings.device)
-    model = model.to(device).eval()
-    dim = model.cfg.video.dim
-    out = np.zeros((len(split.videos), views.views, dim), np.float32)
-    ok = np.zeros(len(split.videos), bool)
-    failures: Counter = Counter()
-    examples: list[str] = []
-    loader = torch.utils.data.DataLoader(_ViewsDataset(split.videos, views), batch_size=None, shuffle=False,
-                                         num_workers=settings.num_workers)
-    pending: list[tuple[int, torch.Tensor]] = []      # (video index, its views) waiting for a full batch
+    groups = item_groups(n, views, settings.batch_size)
+    if settings.ray_actors:
+        from training.ray_features import embed_on_actors
 
-    def flush() -> None:
-        batch = torch.cat([v for _, v in pending]).to(device)
-        cls = torch.cat([model.video(chunk)[0][:, 0].float().cpu()
-                         for chunk in batch.split(settings.batch_size)])
-        at = 0
-        for i, v in pending:
-            out[i] = cls[at:at + len(v)].numpy()
-            ok[i] = True
-            at += len(v)
-        pending.clear()
-
-    bar = progress(loader, total=len(split.videos), desc=f"features {spec.name}/{split.name}", unit="video")
-    for i, v, error_class, message in bar:
-        if v is None:
-            failures[error_class] += 1
-            if len(examples) < 10:
-                examples.append(message)
-            continue
-        pending.append((i, v))
-        if sum(len(p) for _, p in pending) >= settings.batch_size:
-            flush()
-    if pending:
-        flush()
-    if not ok.any():
-        from training.data import DataError
-
-        raise DataError(f"dataset {spec.name}: none of its {len(split.videos)} {split.name} videos could be decoded "
-                        f"({dict(failures)}; e.g. {examples[:1]}); check downstream.datasets[{spec.name}].video_root")
+        done = embed_on_actors(model, source, groups, views, settings, desc, unit)
+    else:
+        device = resolve_device(settings.device)
+        model = model.to(device).eval()
+        with progress(total=n, desc=desc, unit=unit) as bar:
+            done = embed_groups(model, source, groups, views, settings.batch_size, settings.num_workers, device,
+                                lambda: bar.update(1))
+    examples = [message for _, message in done.examples]
     # Kept as float16 (a K400 val split at 5 x 3 views of ViT-B is 0.5 GB so); this run uses the same
     # rounded values, so a first and a cached run give the same numbers.
-    stored = out.astype(np.float16)
-    result = VideoFeatures(stored.astype(np.float32), ok, failures, examples, seconds=time.perf_counter() - start)
-    if settings.cache:
-        cache.save("video", key, {"cls": stored, "ok": ok}, {"failures": dict(failures), "examples": examples})
+    stored = done.cls.astype(np.float16)
+    result = VideoFeatures(stored.astype(np.float32), done.ok, done.failures, examples,
+                           seconds=time.perf_counter() - start)
+    if settings.cache and done.ok.any():
+        cache.save(kind, key, {"cls": stored, "ok": done.ok}, {"failures": dict(done.failures), "examples": examples})
     return result
 
 

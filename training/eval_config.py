@@ -1,14 +1,16 @@
-"""Typed config of the downstream evaluation tasks (t2v on a dataset, v2v, linear-probe): the `downstream:`
+"""Typed config of the downstream evaluation tasks (t2v on a dataset, v2v, linear-probe, svo-probes): the `downstream:`
 section of the `evaluate` job (training/config.py's EvalConfig holds it; configs/demo.yaml fills it).
 
     evaluate:
       downstream:
         datasets:                   # official annotation files + a folder of videos (common/downstream.py)
           - {name: msrvtt, format: msrvtt, annotations: [.../MSRVTT_JSFUSION_test.csv], video_root: ...}
-        features: {batch_size: 16, cache_dir: "", device: auto}
+          - {name: svo, format: svo, annotations: [svo_probes.csv], video_root: svo_images}
+        features: {batch_size: 16, cache_dir: "", device: auto, ray_actors: 0}
         t2v: {dataset: ""}          # "": the held-out pretraining samples (no --dataset given)
         v2v: {dataset: ucf101}
         linear_probe: {dataset: ucf101, epochs: 100, lr: 0.1, batch_size: 384}
+        svo_probes: {dataset: svo, rhos: [0.2, 0.25, 0.3]}
 
 `python -m training.evaluate --task TASK --dataset NAME` picks one of `datasets` by name; without
 --dataset a task reads its own `dataset` key. Every key is checked when the file is read (one-line
@@ -24,15 +26,17 @@ from common.downstream import READERS
 
 RETRIEVAL_FORMATS = ("msrvtt", "msvd", "didemo", "lsmdc")
 CLASSIFICATION_FORMATS = ("ucf101", "hmdb51", "ssv2", "kinetics")
+PROBE_FORMATS = ("svo",)              # image-text probes (common/downstream_svo.py), not videos
+FORMATS = (*READERS, *PROBE_FORMATS)
 
 
 @dataclass
 class DatasetSpec:
     """One downstream dataset as its official files lay it out."""
     name: str = ""
-    format: str = ""                  # a common/downstream.py reader: msrvtt msvd didemo lsmdc ucf101 hmdb51 ssv2 kinetics
+    format: str = ""                  # a common/downstream.py reader: msrvtt msvd didemo lsmdc ucf101 hmdb51 ssv2 kinetics; svo
     annotations: list[str] = field(default_factory=list)
-    video_root: str = ""              # the folder of its videos (found by relative path, file name or stem)
+    video_root: str = ""              # the folder of its videos (found by relative path, file name or stem); svo csv: images
     # Splits: the classifier/gallery side and the evaluated side. "" for eval_split: "test" when the
     # files have it, else "val" (SSV2 and Kinetics publish labelled val, not test), else every video.
     train_split: str = "train"
@@ -49,9 +53,9 @@ class DatasetSpec:
     def validate(self) -> None:
         if not self.name:
             raise ConfigError("config key 'downstream.datasets[].name' is empty")
-        if self.format not in READERS:
+        if self.format not in FORMATS:
             raise ConfigError(f"config key 'downstream.datasets[{self.name}].format': {self.format!r} is not one of "
-                              f"{sorted(READERS)}")
+                              f"{sorted(FORMATS)}")
         if not self.annotations:
             raise ConfigError(f"config key 'downstream.datasets[{self.name}].annotations' is empty: the "
                               f"{self.format} reader needs the dataset's annotation files")
@@ -73,11 +77,21 @@ class FeatureSettings:
     # Where the features of (weights, dataset, frame settings) are kept; "": <output.dir>/features.
     cache_dir: str = ""
     cache: bool = True                # false: always recompute (and do not write)
+    # Extraction on Ray actors (training/ray_features.py): 0 in this process; N > 0: N actors, each taking
+    # the model once and embedding a share of the videos/images (same features, same order).
+    ray_actors: int = 0
+    ray_address: str = ""             # "": a private local Ray on 127.0.0.1 for the run; "auto" / host:port: join one
+    ray_cpus_per_actor: float = 1.0
+    ray_gpus_per_actor: float = 0.0   # 1: each actor on its own GPU (device auto then picks it)
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.num_workers < 0:
             raise ConfigError(f"config keys 'downstream.features.batch_size' >= 1 and '.num_workers' >= 0, got "
                               f"{self.batch_size} and {self.num_workers}")
+        if self.ray_actors < 0 or self.ray_cpus_per_actor <= 0 or self.ray_gpus_per_actor < 0:
+            raise ConfigError(f"config keys 'downstream.features.ray_actors' >= 0, '.ray_cpus_per_actor' > 0 and "
+                              f"'.ray_gpus_per_actor' >= 0, got {self.ray_actors}, {self.ray_cpus_per_actor}, "
+                              f"{self.ray_gpus_per_actor}")
 
 
 @dataclass
@@ -125,12 +139,28 @@ class LinearProbeSettings:
 
 
 @dataclass
+class SvoSettings:
+    """SVO-Probes (training/svo_probes.py): an image counts as positive for a sentence when cos > rho."""
+    dataset: str = ""
+    rhos: list[float] = field(default_factory=lambda: [0.2, 0.25, 0.3])   # the spec's thresholds
+    max_text_length: int = 0          # tokens per sentence; 0: the preset's text.max_length
+
+    def validate(self) -> None:
+        if not self.rhos or any(not -1.0 <= r <= 1.0 for r in self.rhos) or len(set(self.rhos)) != len(self.rhos):
+            raise ConfigError(f"config key 'downstream.svo_probes.rhos' must list distinct cosines in [-1, 1], "
+                              f"got {self.rhos}")
+        if self.max_text_length < 0:
+            raise ConfigError(f"config key 'downstream.svo_probes.max_text_length' must be >= 0, got {self.max_text_length}")
+
+
+@dataclass
 class DownstreamSettings:
     datasets: list[DatasetSpec] = field(default_factory=list)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     t2v: T2VSettings = field(default_factory=T2VSettings)
     v2v: V2VSettings = field(default_factory=V2VSettings)
     linear_probe: LinearProbeSettings = field(default_factory=LinearProbeSettings)
+    svo_probes: SvoSettings = field(default_factory=SvoSettings)
 
     def validate(self) -> None:
         names = [d.name for d in self.datasets]
@@ -138,14 +168,15 @@ class DownstreamSettings:
             raise ConfigError(f"config key 'downstream.datasets': names must be unique, got {names}")
         for d in self.datasets:        # a list's items are not walked by common.config's _validate
             d.validate()
-        for key, task in (("t2v", self.t2v), ("v2v", self.v2v), ("linear_probe", self.linear_probe)):
+        for key, task in (("t2v", self.t2v), ("v2v", self.v2v), ("linear_probe", self.linear_probe),
+                          ("svo_probes", self.svo_probes)):
             if task.dataset and task.dataset not in names:
                 raise ConfigError(f"config key 'downstream.{key}.dataset': {task.dataset!r} is not one of "
                                   f"downstream.datasets {names}")
 
     def dataset(self, name: str, task: str) -> DatasetSpec:
         """The dataset `name` (or the task's default), checked to suit the task: one line when not."""
-        key = {"t2v": self.t2v, "v2v": self.v2v, "linear-probe": self.linear_probe}[task]
+        key = {"t2v": self.t2v, "v2v": self.v2v, "linear-probe": self.linear_probe, "svo-probes": self.svo_probes}[task]
         name = name or key.dataset
         names = [d.name for d in self.datasets]
         if not name:
@@ -154,8 +185,9 @@ class DownstreamSettings:
         spec = next((d for d in self.datasets if d.name == name), None)
         if spec is None:
             raise ConfigError(f"--dataset {name}: not in the config's downstream.datasets {names}")
-        wanted = RETRIEVAL_FORMATS if task == "t2v" else CLASSIFICATION_FORMATS
+        wanted, what = {"t2v": (RETRIEVAL_FORMATS, "captions"), "svo-probes": (PROBE_FORMATS, "sentence/image probes")
+                        }.get(task, (CLASSIFICATION_FORMATS, "class labels"))
         if spec.format not in wanted:
-            raise ConfigError(f"--task {task} --dataset {name}: format {spec.format} has no "
-                              f"{'captions' if task == 't2v' else 'class labels'}; use one of the formats {list(wanted)}")
+            raise ConfigError(f"--task {task} --dataset {name}: format {spec.format} has no {what}; use one of the "
+                              f"formats {list(wanted)}")
         return spec

@@ -21,6 +21,12 @@ HEADLINES = {
             ("MedR", None, "text-to-video MedR (lower is better)")],
     "v2v": [("R@1", "chance_R@1", "video-to-video R@1 (same class)"), ("R@5", "chance_R@5", "video-to-video R@5")],
     "linear-probe": [("top1", "chance_top1", "linear probe top-1")],
+    # The spec's numbers are precision per type at each rho (svo-probes.json has them all); the summary
+    # keeps the rho-free pairwise accuracy per type and the overall precision at each default rho.
+    "svo-probes": [("pairwise_acc", "chance_pairwise_acc", "SVO pairwise acc, cos(pos) > cos(neg)"),
+                   *((f"pairwise_acc_{t}", "chance_pairwise_acc", f"SVO pairwise acc, {t} negatives")
+                     for t in ("subject", "verb", "object")),
+                   *((f"precision@{r}", "chance_precision", f"SVO precision at rho {r}") for r in ("0.2", "0.25", "0.3"))],
 }
 
 

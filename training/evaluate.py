@@ -1,5 +1,6 @@
 """Evaluate a pretrained TVTS model: `python -m training.evaluate --checkpoint DIR --task TASK [--dataset NAME]
-[--random-init | --preset-init] [--config FILE] [--set ...]`, TASK one of sort, t2v, v2v, linear-probe.
+[--random-init | --preset-init] [--config FILE] [--set ...]`, TASK one of sort, t2v, v2v, linear-probe,
+svo-probes.
 
 DIR is a training output.dir (its model_fp32.pt, or else its newest DeepSpeed checkpoint), a checkpoint
 folder, or a .pt state_dict. `--random-init` evaluates the same preset with random weights (seed from the
@@ -30,8 +31,12 @@ eval.max_samples limits every pass (each sort repeat too) to the same first samp
 
 Downstream tasks, on a dataset of the config's `downstream.datasets` (--dataset NAME, or the task's
 `downstream.<task>.dataset`), read from its official annotation files: t2v (MSR-VTT, MSVD, DiDeMo, LSMDC),
-v2v (zero-shot video-to-video retrieval by class) and linear-probe (UCF-101, HMDB-51, SSV2, K400); video
-features are cached per (weights, dataset, views) under downstream.features.cache_dir.
+v2v (zero-shot video-to-video retrieval by class), linear-probe (UCF-101, HMDB-51, SSV2, K400) and
+svo-probes (SVO-Probes, format svo: a sentence against a positive and a negative image, each image a clip
+of itself repeated over the frames; precision per subject / verb / object at downstream.svo_probes.rhos,
+0.2 / 0.25 / 0.3, and the pairwise accuracy; training/svo_probes.py). Video and image features are
+cached per (weights, dataset files, views) under downstream.features.cache_dir, extracted in this
+process or, with downstream.features.ray_actors N, on N Ray actors (training/ray_features.py).
 
 Prints a table and writes <output.dir>[/random-init|/preset-init][/<dataset>]/<task>.json (demo:
 data/demo-run/eval).
@@ -55,7 +60,7 @@ from common.atomic import write_json
 from common.config import add_config_args, load_from_args
 from training.metrics import grouped_retrieval, is_permutation
 
-DOWNSTREAM_TASKS = ("v2v", "linear-probe")      # always on a dataset of downstream.datasets
+DOWNSTREAM_TASKS = ("v2v", "linear-probe", "svo-probes")      # always on a dataset of downstream.datasets
 TASKS = ("sort", "t2v", *DOWNSTREAM_TASKS)
 
 
@@ -333,7 +338,8 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def evaluate_downstream(cfg, checkpoint: str, task: str, dataset: str, baseline: str = "") -> dict[str, Any]:
-    """t2v, v2v or linear-probe on one dataset of the config's downstream.datasets (training/downstream_eval.py)."""
+    """t2v, v2v, linear-probe or svo-probes on one dataset of the config's downstream.datasets
+    (training/downstream_eval.py)."""
     from training.downstream_eval import run_task
     from training.features_cache import FeatureCache, weights_digest
     from training.model import build_tokenizer
@@ -343,7 +349,7 @@ def evaluate_downstream(cfg, checkpoint: str, task: str, dataset: str, baseline:
     start = time.perf_counter()
     features = cfg.downstream.features
     cache = FeatureCache((features.cache_dir or Path(cfg.output.dir) / "features") if features.cache else None)
-    tokenizer = build_tokenizer(model.cfg) if task == "t2v" else None
+    tokenizer = build_tokenizer(model.cfg) if task in ("t2v", "svo-probes") else None
     result = run_task(task, model, tokenizer, weights_digest(model), spec, cfg, cache)
     return {**result, "checkpoint": str(checkpoint), "preset": info.get("preset"),
             "weights_from": info.get("weights_from", "checkpoint"), "seconds": round(time.perf_counter() - start, 2)}
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="training output.dir, checkpoint folder or .pt file")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--dataset", default="", help="a name in the config's downstream.datasets (t2v, v2v, "
-                        "linear-probe); t2v without it: the held-out pretraining samples")
+                        "linear-probe, svo-probes); t2v without it: the held-out pretraining samples")
     init = parser.add_mutually_exclusive_group()
     init.add_argument("--random-init", action="store_const", const="random-init", dest="baseline", default="",
                       help="the checkpoint's preset with random weights (seed from the config), the baseline; "

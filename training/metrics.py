@@ -16,6 +16,9 @@ Retrieval protocol (MSR-VTT, MSVD, DiDeMo, LSMDC as CLIP4Clip and Frozen in Time
   count (numpy's median; torch.median would take the lower one). MeanR: the mean rank.
 - Video-to-text: each gallery item queries the texts; its rank is that of its best-ranked own text
   (several captions per video: a hit when any of them is in the top K).
+
+SVO-Probes (`svo_metrics`): per probe the cosines of its sentence with its positive and its negative
+image; the thresholded scores per rho and the pairwise accuracy, per negative type and overall.
 """
 from __future__ import annotations
 
@@ -178,3 +181,54 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict
     top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices                # [N, k]
     right = top == labels[:, None]
     return {f"top{k}": 100.0 * float(right[:, :k].any(dim=1).float().mean()) for k in ks}
+
+
+SVO_DEFINITIONS = {
+    "positive": "an image is predicted positive for a sentence when cos(text, image) > rho (strictly)",
+    "precision@rho": "100 * TP / (TP + FP); TP = probes whose positive image has cos > rho, FP = probes whose "
+                     "negative image has cos > rho; null when no image is above rho (nothing predicted positive)",
+    "recall@rho": "100 * TP / probes (positive images above rho)",
+    "accuracy@rho": "100 * (TP + TN) / (2 * probes): both images of a probe judged, TN = negative images <= rho",
+    "pairwise_acc": "100 * probes with cos(pos) > cos(neg) (a tie counts as wrong); does not depend on rho",
+    "chance": "one positive and one negative image per probe: a score blind to the sentence passes either "
+              "image alike, so precision 50% and pairwise accuracy 50%",
+}
+
+
+def _rho_key(rho: float) -> str:
+    return f"{rho:g}"
+
+
+def svo_metrics(cos_pos: torch.Tensor, cos_neg: torch.Tensor, types: list[str], rhos=(0.2, 0.25, 0.3),
+                type_names=("subject", "verb", "object")) -> dict:
+    """cos_pos, cos_neg [N] (probe i's sentence with its positive / negative image), types[i] the negative's
+    type -> flat metrics, for each of the types and "all" (no suffix): `probes[_T]`, `pairwise_acc[_T]`,
+    `precision@R[_T]` (None when TP + FP = 0), `recall@R[_T]`, `accuracy@R[_T]`, `tp@R[_T]`, `fp@R[_T]`,
+    `cos_pos_mean[_T]`, `cos_neg_mean[_T]` (SVO_DEFINITIONS says each)."""
+    cos_pos, cos_neg = cos_pos.double().flatten(), cos_neg.double().flatten()
+    if cos_pos.shape != cos_neg.shape or len(types) != cos_pos.numel():
+        raise ValueError(f"cos_pos, cos_neg and types must have one entry per probe, got {cos_pos.numel()}, "
+                         f"{cos_neg.numel()}, {len(types)}")
+    unknown = sorted(set(types) - set(type_names))
+    if unknown:
+        raise ValueError(f"probe types {unknown} are not among {list(type_names)}")
+    out: dict = {}
+    for name in ("all", *type_names):
+        sel = torch.tensor([name == "all" or t == name for t in types], dtype=torch.bool)
+        suffix = "" if name == "all" else f"_{name}"
+        pos, neg, n = cos_pos[sel], cos_neg[sel], int(sel.sum())
+        out[f"probes{suffix}"] = n
+        out[f"pairwise_acc{suffix}"] = 100.0 * float((pos > neg).sum()) / n if n else None
+        out[f"cos_pos_mean{suffix}"] = float(pos.mean()) if n else None
+        out[f"cos_neg_mean{suffix}"] = float(neg.mean()) if n else None
+        for rho in rhos:
+            r = _rho_key(rho)
+            tp, fp = int((pos > rho).sum()), int((neg > rho).sum())
+            tn = n - fp
+            out[f"tp@{r}{suffix}"], out[f"fp@{r}{suffix}"] = tp, fp
+            out[f"precision@{r}{suffix}"] = 100.0 * tp / (tp + fp) if tp + fp else None
+            out[f"recall@{r}{suffix}"] = 100.0 * tp / n if n else None
+            out[f"accuracy@{r}{suffix}"] = 100.0 * (tp + tn) / (2 * n) if n else None
+    out["chance_pairwise_acc"] = 50.0
+    out["chance_precision"] = 50.0
+    return out

@@ -10,6 +10,9 @@ crops, 5 x 3 for Kinetics-400; retrieval 1 x 1):
   centre crop S); 3 crops resize the short side to S and take S x S at the start, centre and end of the
   long side (the three-crop test of VideoMAE / SlowFast), so together they cover the whole frame.
 
+An image (SVO-Probes) is a clip of T copies of itself: `image_views` takes it through the same 1-crop
+transform, so the video tower sees a still video, as it does a still scene of the corpus.
+
 Decoded with PyAV (one pass over the stream, frames converted only when picked, resized by swscale
 while converting). training/ does not use pipeline/'s ffmpeg decoder: it imports only common/ and
 features/ (ARCHITECTURE.md). Display rotation is not applied (no downstream set here stores any).
@@ -144,3 +147,28 @@ def decode_views(path: str | os.PathLike, spec: ViewSpec) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255
     return ((views - mean) / std).contiguous()                        # [V, 3, T, S, S]
+
+
+def image_views(path: str | os.PathLike, spec: ViewSpec) -> torch.Tensor:
+    """float [1, 3, T, S, S]: the image resized (short side S * resize_short, area filter as the video
+    frames get), centre-cropped to S and repeated over the T frames the video tower takes."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise VideoDecodeError("missing_file", f"{path}: no such file")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise VideoDecodeError("decode_failed", f"{path}: {exc}") from None
+    width, height = _scaled_size(*rgb.size, round(spec.image_size * spec.resize_short))
+    pixels = torch.from_numpy(np.array(rgb.resize((width, height), Image.BOX))).permute(2, 0, 1).float()
+    s = spec.image_size
+    top, left = (height - s) // 2, (width - s) // 2
+    crop = pixels[:, top:top + s, left:left + s]                               # [3, S, S]
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
+    frame = (crop - mean) / std
+    return frame[None, :, None].expand(1, 3, spec.frames, s, s).contiguous()   # [1, 3, T, S, S]

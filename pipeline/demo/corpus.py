@@ -28,7 +28,8 @@ DIR layout
     downstream/      MSR-VTT, UCF-101 and Kinetics-400 style sets with planted leaks: see
                      pipeline.demo.downstream; downstream/ground_truth.json lists the leaks (tests only).
                      Beside them the evaluation sets of training.evaluate (pipeline.demo.eval_sets):
-                     shapes_actions/ (UCF-101 layout, 6 motion classes) and shapes_captions/ (MSVD layout).
+                     shapes_actions/ (UCF-101 layout, 6 motion classes), shapes_captions/ (MSVD layout)
+                     and shapes_svo/ (SVO-Probes: sentences with a positive and a negative image).
     README.md        this layout, for whoever finds the folder.
 
 Caption kinds by video index: the first 8 videos are vtt, srt, merlot, none, vtt, merlot, none, vtt;
