@@ -34,7 +34,9 @@ def _results(folder: Path) -> dict[tuple[str, str], dict]:
     """(task, dataset or "held-out") -> result, for every <task>.json under folder (one level deep)."""
     found = {}
     for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*/*.json")):
-        if path.parent.name in BASELINES or path.stem not in HEADLINES:
+        # A model folder's random-init/ and preset-init/ are columns of their own, not its datasets; the
+        # held-out results directly inside a baseline folder are that baseline's.
+        if (path.parent != folder and path.parent.name in BASELINES) or path.stem not in HEADLINES:
             continue
         try:
             result = json.loads(path.read_text())

@@ -206,6 +206,11 @@ def test_summary_puts_the_model_beside_random_init_and_chance(tmp_path):
     assert row.split()[-3:] == ["43.33%", "30.00%", "16.67%"]
     sort_row = next(line for line in lines if "position accuracy" in line)
     assert sort_row.split()[-3:] == ["66.10%", "-", "25.00%"]          # no random-init sort result: "-"
+    # The held-out results of a baseline sit directly in its folder (random-init/sort.json).
+    (tmp_path / "random-init" / "sort.json").write_text(json.dumps({"task": "sort", "sort_acc": 0.0, "pos_acc": 24.6,
+                                                                    "chance_pos_acc": 25.0}))
+    sort_row = next(line for line in summary_lines(tmp_path) if "position accuracy" in line)
+    assert sort_row.split()[-3:] == ["66.10%", "24.60%", "25.00%"]
     assert "preset init" not in lines[0]                               # no --preset-init results: no column
     (tmp_path / "preset-init" / "acts").mkdir(parents=True)
     (tmp_path / "preset-init" / "acts" / "linear-probe.json").write_text(json.dumps({**probe, "top1": 40.0}))
