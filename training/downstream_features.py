@@ -25,7 +25,7 @@ from training.eval_config import DatasetSpec, FeatureSettings
 from training.features_cache import FeatureCache, files_digest
 from training.video_views import VideoDecodeError, ViewSpec, decode_views
 
-__all__ = ["Split", "read_split", "VideoFeatures", "video_features", "text_features", "resolve_device"]
+__all__ = ["Split", "read_split", "VideoFeatures", "ViewsDataset", "video_features", "text_features", "resolve_device"]
 
 
 @dataclass
@@ -72,7 +72,7 @@ class VideoFeatures:
                 "failure_examples": self.examples[:3], "cached": self.cached, "extract_seconds": round(self.seconds, 2)}
 
 
-class _ViewsDataset(torch.utils.data.Dataset):
+class ViewsDataset(torch.utils.data.Dataset):
     """Video i -> (i, views or None, error class, message): decode errors travel as values, not exceptions,
     so one broken file does not stop the DataLoader."""
 
@@ -119,7 +119,7 @@ def video_features(model, weights: str, spec: DatasetSpec, split: Split, views: 
     ok = np.zeros(len(split.videos), bool)
     failures: Counter = Counter()
     examples: list[str] = []
-    loader = torch.utils.data.DataLoader(_ViewsDataset(split.videos, views), batch_size=None, shuffle=False,
+    loader = torch.utils.data.DataLoader(ViewsDataset(split.videos, views), batch_size=None, shuffle=False,
                                          num_workers=settings.num_workers)
     pending: list[tuple[int, torch.Tensor]] = []      # (video index, its views) waiting for a full batch
 

@@ -21,6 +21,7 @@ HEADLINES = {
             ("MedR", None, "text-to-video MedR (lower is better)")],
     "v2v": [("R@1", "chance_R@1", "video-to-video R@1 (same class)"), ("R@5", "chance_R@5", "video-to-video R@5")],
     "linear-probe": [("top1", "chance_top1", "linear probe top-1")],
+    "finetune": [("top1", "chance_top1", "fine-tune top-1")],
 }
 
 
