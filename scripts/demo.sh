@@ -36,7 +36,8 @@ DS_ACCELERATOR=cpu $PY -m deepspeed.launcher.runner --num_gpus 2 --master_addr 1
 step "5/5 evaluation -> $RUN/eval"
 # The trained model, then the same preset with random weights (--random-init -> $RUN/eval/random-init/):
 # held-out sort and t2v, and the downstream sets of data/demo/downstream (pipeline.demo.eval_sets:
-# shapes_captions t2v, shapes_actions v2v and linear probe, shapes_svo SVO-Probes).
+# shapes_captions t2v, shapes_actions v2v, linear probe and finetune, shapes_svo SVO-Probes); finetune
+# trains the video tower end to end (DeepSpeed, one process; a rerun resumes its checkpoints).
 # The baseline sorts at chance: 3 shuffle/mask repeats instead of 10 say so at a third of the time.
 for INIT in "" --random-init; do
   REPEATS=$([ -z "$INIT" ] && echo 10 || echo 3)
@@ -46,6 +47,7 @@ for INIT in "" --random-init; do
   $PY -m training.evaluate --checkpoint "$RUN/train" --task v2v --config configs/demo.yaml $INIT
   $PY -m training.evaluate --checkpoint "$RUN/train" --task linear-probe --config configs/demo.yaml $INIT
   $PY -m training.evaluate --checkpoint "$RUN/train" --task svo-probes --config configs/demo.yaml $INIT
+  $PY -m training.evaluate --checkpoint "$RUN/train" --task finetune --config configs/demo.yaml $INIT
 done
 # And the downstream tasks from the preset's starting weights (DINOv2 video tower, MiniLM text, no video
 # pretraining): what the demo's pretraining added to its image/text init, not only to random weights.

@@ -30,8 +30,8 @@ from training.features_cache import FeatureCache, files_digest
 from training.video_views import VideoDecodeError, ViewSpec, decode_views
 from training.view_embed import embed_groups, item_groups, resolve_device
 
-__all__ = ["Split", "read_split", "VideoFeatures", "video_features", "extract_features", "text_features",
-           "resolve_device"]
+__all__ = ["Split", "read_split", "VideoFeatures", "ViewsDataset", "video_features", "extract_features",
+           "text_features", "resolve_device"]
 
 
 @dataclass
@@ -72,7 +72,7 @@ class VideoFeatures:
                 "failure_examples": self.examples[:3], "cached": self.cached, "extract_seconds": round(self.seconds, 2)}
 
 
-class _ViewsDataset(torch.utils.data.Dataset):
+class ViewsDataset(torch.utils.data.Dataset):
     """Video i -> (i, views or None, error class, message): decode errors travel as values, not exceptions,
     so one broken file does not stop the DataLoader."""
 
@@ -104,7 +104,7 @@ def video_features(model, weights: str, spec: DatasetSpec, split: Split, views: 
     """[CLS] of every view of every video of `split`, from the cache when (weights, files, views) match."""
     from training.data import DataError
 
-    feats = extract_features(model, _ViewsDataset(split.videos, views), len(split.videos), views.views,
+    feats = extract_features(model, ViewsDataset(split.videos, views), len(split.videos), views.views,
                              _video_key(weights, spec, split, views), settings, cache,
                              f"features {spec.name}/{split.name}", "video")
     if not feats.cached and not feats.ok.any():

@@ -17,15 +17,14 @@ uploads at each checkpoint and at the end (checkpoint.RunStore; the tag's comple
 
 A resumed run restores the engine, each rank's loader position and RNG state, and the partial metric
 window, so its steps and losses are those of the run it continues. An unreadable newest checkpoint is
-passed over for the next older one (resume.py).
+passed over for the next older one (resume.py). The process group, seeds, recipe JSON and metrics rows are
+runtime.py's, shared with the fine-tuning evaluation (their names stay importable from here).
 """
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
-import random
 import socket
 import time
 import warnings
@@ -33,57 +32,21 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from common import storage
-from common.atomic import write_text
 from common.config import ConfigError
 from training import checkpoint as ckpt
 from training import resume as resume_from
 from training.config import PretrainConfig
 from training.data import to_device  # bench/training.py imports it from here
 from training.guards import NonFiniteGuard, fault_injection
+from training.runtime import MetricsSink, log, read_recipe, seed_everything, setup_distributed  # noqa: F401
 
 # DeepSpeed's ZeRO calls a torch collective that torch 2.14 flags as deprecated, once per step.
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 METRIC_KEYS = ("loss", "loss_base", "loss_sort", "sort_acc", "pos_acc")
-
-
-def log(msg: str) -> None:
-    print(f"[rank {os.environ.get('RANK', '0')}] {msg}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------
-# process group
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def setup_distributed(timeout_s: int) -> tuple[int, int]:
-    """Join (or, in a bare `python`, create) the process group; returns (rank, world size).
-
-    Under deepspeed/torchrun/Ray Train the launcher sets RANK etc.; a bare python process becomes a
-    one-rank job on 127.0.0.1. The timeout makes a collective that waits on a dead rank fail instead of
-    hanging forever.
-    """
-    import deepspeed
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
-    deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False,
-                               timeout=datetime.timedelta(seconds=timeout_s))
-    return dist.get_rank(), dist.get_world_size()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -92,14 +55,7 @@ def setup_distributed(timeout_s: int) -> tuple[int, int]:
 
 def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict[str, Any]:
     """The recipe JSON with the batch geometry and optimizer numbers of the YAML config filled in."""
-    path = Path(cfg.train.deepspeed)
-    if not path.is_file():
-        raise FileNotFoundError(f"train.deepspeed: {path} does not exist (see training/presets/*.json)")
-    try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"train.deepspeed: {path} is not valid JSON ({exc})") from exc
-    ds = {k: v for k, v in ds.items() if not k.startswith("_")}   # "_comment" keys
+    ds = read_recipe(cfg.train.deepspeed, "train.deepspeed")
     t = cfg.train
     ds["train_micro_batch_size_per_gpu"] = t.micro_batch
     ds["gradient_accumulation_steps"] = t.grad_accum
@@ -129,12 +85,6 @@ def lr_lambda(cfg: PretrainConfig) -> Callable[[int], float]:
         return 1.0
 
     return factor
-
-
-def seed_everything(seed: int, rank: int) -> None:
-    random.seed(seed + rank)
-    np.random.seed(seed + rank)
-    torch.manual_seed(seed + rank)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,48 +127,6 @@ class MetricWindow:
 
     def load_state_dict(self, state: dict) -> None:
         self.__dict__.update(state)
-
-
-class MetricsSink:
-    """metrics.jsonl (one object per logged step), heldout.jsonl (one per held-out evaluation) and
-    TensorBoard, written by rank 0 only."""
-
-    FILES = {"train": "metrics.jsonl", "heldout": "heldout.jsonl"}
-
-    def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool) -> None:
-        self.paths = {group: out_dir / name for group, name in self.FILES.items()}
-        for path in self.paths.values():
-            if resume_step is not None and path.is_file():
-                # Rows a killed run logged after its last checkpoint are logged again by this run.
-                kept = [line for line in path.read_text().splitlines()
-                        if line.strip() and json.loads(line)["step"] <= resume_step]
-                write_text(path, "".join(line + "\n" for line in kept))
-            elif resume_step is None and path.exists():
-                path.unlink()
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(out_dir / "tensorboard"),
-                                            purge_step=None if resume_step is None else resume_step + 1)
-            except ImportError:  # pragma: no cover - tensorboard is pinned in requirements.txt
-                self.writer = None
-
-    def write(self, row: dict[str, Any], group: str = "train") -> None:
-        with open(self.paths[group], "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if self.writer is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"{group}/{key}", value, row["step"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 # ---------------------------------------------------------------------------------------------------

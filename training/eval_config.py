@@ -1,4 +1,4 @@
-"""Typed config of the downstream evaluation tasks (t2v on a dataset, v2v, linear-probe, svo-probes): the `downstream:`
+"""Typed config of the downstream evaluation tasks (t2v on a dataset, v2v, linear-probe, svo-probes, finetune): the `downstream:`
 section of the `evaluate` job (training/config.py's EvalConfig holds it; configs/demo.yaml fills it).
 
     evaluate:
@@ -11,6 +11,7 @@ section of the `evaluate` job (training/config.py's EvalConfig holds it; configs
         v2v: {dataset: ucf101}
         linear_probe: {dataset: ucf101, epochs: 100, lr: 0.1, batch_size: 384}
         svo_probes: {dataset: svo, rhos: [0.2, 0.25, 0.3]}
+        finetune: {dataset: ucf101, epochs: 100, lr: 1.0e-3, batch_size: 8}
 
 `python -m training.evaluate --task TASK --dataset NAME` picks one of `datasets` by name; without
 --dataset a task reads its own `dataset` key. Every key is checked when the file is read (one-line
@@ -154,6 +155,63 @@ class SvoSettings:
 
 
 @dataclass
+class FinetuneSettings:
+    """The spec's fine-tuning protocol (training/finetune.py): the checkpoint's video tower and a linear head
+    on its [CLS], trained end to end on the train split through DeepSpeed, AdamW lr 1e-3, linear warmup
+    then cosine decay per step; top-1/top-5 on the eval split over clips x crops views (2 x 3; the
+    dataset's clips/crops first, 5 x 3 for K400). Its checkpoints: <results folder>/finetune/checkpoints."""
+    dataset: str = ""
+    epochs: int = 0                   # 0: the spec's, 50 for ssv2-format sets and 100 for the others
+    batch_size: int = 8               # training videos per rank per step (test: views per forward pass)
+    lr: float = 1e-3
+    # VideoMAE's fine-tuning numbers; weight decay skips biases, norms, [CLS] and position embeddings.
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_epochs: float = 5.0
+    # Layer-wise lr decay (VideoMAE/BEiT): block i of D gets lr x layer_decay^(D - i), the patch embedding
+    # layer_decay^(D + 1), the final norm and the head lr itself. 1.0: one lr for every weight.
+    layer_decay: float = 0.75
+    label_smoothing: float = 0.1
+    pool: Literal["cls", "mean"] = "cls"        # the head reads [CLS] (as linear-probe) or the mean patch token
+    crop_scale: list[float] = field(default_factory=lambda: [0.7, 1.0])   # random crop side / short side
+    # Mirrored training clips; None: on, except for ssv2-format sets (their classes say left or right).
+    flip: bool | None = None
+    max_steps: int = 0                # stop after this many optimizer steps of the schedule (0: all)
+    checkpoint_every: int = 0         # steps between checkpoints; 0: at the end of each epoch (and at the end)
+    keep_last: int = 2                # checkpoints kept
+    log_every: int = 10               # steps per row of <results folder>/finetune/metrics.jsonl
+    clips: int = 2
+    crops: int = 3
+    seed: int = 0                     # head init, data order, augmentation (the top-level seed: --random-init)
+    num_workers: int = 0              # DataLoader processes decoding clips
+    # DeepSpeed JSON (a bare name is looked up in training/presets/): ZeRO stage 0-2, precision, clipping.
+    # Fine-tuning builds its own AdamW (lr per layer) and schedule: a recipe's optimizer section is unused.
+    deepspeed: str = "pretrain_cpu_zero1.json"
+    resume: bool = True               # false: delete this task's checkpoints and start at step 0
+    ks: list[int] = field(default_factory=lambda: [1, 5])
+
+    def validate(self) -> None:
+        key = "config key 'downstream.finetune"
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.max_steps < 0:
+            raise ConfigError(f"{key}.epochs' >= 0, '.batch_size' >= 1, '.lr' > 0, '.max_steps' >= 0; got "
+                              f"{self.epochs}, {self.batch_size}, {self.lr}, {self.max_steps}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"{key}.weight_decay' >= 0, '.warmup_epochs' >= 0, '.layer_decay' in (0, 1]; got "
+                              f"{self.weight_decay}, {self.warmup_epochs}, {self.layer_decay}")
+        if not 0 <= self.label_smoothing < 1 or len(self.betas) != 2:
+            raise ConfigError(f"{key}.label_smoothing' in [0, 1) and '.betas' two numbers; got "
+                              f"{self.label_smoothing}, {self.betas}")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"{key}.crop_scale' must be [lo, hi] with 0 < lo <= hi <= 1, got {self.crop_scale}")
+        if self.clips < 1 or self.crops not in (1, 3):
+            raise ConfigError(f"{key}.clips' >= 1 and '.crops' 1 or 3, got {self.clips} and {self.crops}")
+        if self.checkpoint_every < 0 or self.keep_last < 1 or self.log_every < 1 or self.num_workers < 0:
+            raise ConfigError(f"{key}.checkpoint_every' >= 0, '.keep_last' >= 1, '.log_every' >= 1, "
+                              f"'.num_workers' >= 0; got {self.checkpoint_every}, {self.keep_last}, "
+                              f"{self.log_every}, {self.num_workers}")
+
+
+@dataclass
 class DownstreamSettings:
     datasets: list[DatasetSpec] = field(default_factory=list)
     features: FeatureSettings = field(default_factory=FeatureSettings)
@@ -161,6 +219,7 @@ class DownstreamSettings:
     v2v: V2VSettings = field(default_factory=V2VSettings)
     linear_probe: LinearProbeSettings = field(default_factory=LinearProbeSettings)
     svo_probes: SvoSettings = field(default_factory=SvoSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
 
     def validate(self) -> None:
         names = [d.name for d in self.datasets]
@@ -169,14 +228,15 @@ class DownstreamSettings:
         for d in self.datasets:        # a list's items are not walked by common.config's _validate
             d.validate()
         for key, task in (("t2v", self.t2v), ("v2v", self.v2v), ("linear_probe", self.linear_probe),
-                          ("svo_probes", self.svo_probes)):
+                          ("svo_probes", self.svo_probes), ("finetune", self.finetune)):
             if task.dataset and task.dataset not in names:
                 raise ConfigError(f"config key 'downstream.{key}.dataset': {task.dataset!r} is not one of "
                                   f"downstream.datasets {names}")
 
     def dataset(self, name: str, task: str) -> DatasetSpec:
         """The dataset `name` (or the task's default), checked to suit the task: one line when not."""
-        key = {"t2v": self.t2v, "v2v": self.v2v, "linear-probe": self.linear_probe, "svo-probes": self.svo_probes}[task]
+        key = {"t2v": self.t2v, "v2v": self.v2v, "linear-probe": self.linear_probe, "svo-probes": self.svo_probes,
+               "finetune": self.finetune}[task]
         name = name or key.dataset
         names = [d.name for d in self.datasets]
         if not name:

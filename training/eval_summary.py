@@ -27,6 +27,7 @@ HEADLINES = {
                    *((f"pairwise_acc_{t}", "chance_pairwise_acc", f"SVO pairwise acc, {t} negatives")
                      for t in ("subject", "verb", "object")),
                    *((f"precision@{r}", "chance_precision", f"SVO precision at rho {r}") for r in ("0.2", "0.25", "0.3"))],
+    "finetune": [("top1", "chance_top1", "fine-tune top-1")],
 }
 
 

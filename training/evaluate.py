@@ -1,6 +1,6 @@
 """Evaluate a pretrained TVTS model: `python -m training.evaluate --checkpoint DIR --task TASK [--dataset NAME]
 [--random-init | --preset-init] [--config FILE] [--set ...]`, TASK one of sort, t2v, v2v, linear-probe,
-svo-probes.
+svo-probes, finetune.
 
 DIR is a training output.dir (its model_fp32.pt, or else its newest DeepSpeed checkpoint), a checkpoint
 folder, or a .pt state_dict. `--random-init` evaluates the same preset with random weights (seed from the
@@ -37,6 +37,10 @@ of itself repeated over the frames; precision per subject / verb / object at dow
 0.2 / 0.25 / 0.3, and the pairwise accuracy; training/svo_probes.py). Video and image features are
 cached per (weights, dataset files, views) under downstream.features.cache_dir, extracted in this
 process or, with downstream.features.ray_actors N, on N Ray actors (training/ray_features.py).
+- finetune (UCF-101, HMDB-51, SSV2, K400; training/finetune.py): the video tower and a linear head on
+  [CLS] trained end to end through DeepSpeed (AdamW lr 1e-3, warmup + cosine, layer-wise lr decay, 100
+  epochs, 50 for SSV2), top-1/top-5 over 2 x 3 test views. Checkpoints (and metrics.jsonl) in the folder
+  finetune/ beside finetune.json; a rerun with the same settings resumes from the newest complete one.
 
 Prints a table and writes <output.dir>[/random-init|/preset-init][/<dataset>]/<task>.json (demo:
 data/demo-run/eval).
@@ -60,7 +64,7 @@ from common.atomic import write_json
 from common.config import add_config_args, load_from_args
 from training.metrics import grouped_retrieval, is_permutation
 
-DOWNSTREAM_TASKS = ("v2v", "linear-probe", "svo-probes")      # always on a dataset of downstream.datasets
+DOWNSTREAM_TASKS = ("v2v", "linear-probe", "svo-probes", "finetune")      # always on a dataset of downstream.datasets
 TASKS = ("sort", "t2v", *DOWNSTREAM_TASKS)
 
 
@@ -329,7 +333,11 @@ def table_lines(result: dict[str, Any]) -> list[str]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    if "dataset" in result:
+    if result.get("task") == "finetune":
+        from training.finetune import table_lines as finetune_lines
+
+        print("\n".join(finetune_lines(result)))
+    elif "dataset" in result:
         from training.downstream_eval import table_lines as downstream_lines
 
         print("\n".join(downstream_lines(result)))
@@ -355,6 +363,22 @@ def evaluate_downstream(cfg, checkpoint: str, task: str, dataset: str, baseline:
             "weights_from": info.get("weights_from", "checkpoint"), "seconds": round(time.perf_counter() - start, 2)}
 
 
+def evaluate_finetune(cfg, checkpoint: str, dataset: str, baseline: str = "") -> dict[str, Any] | None:
+    """finetune on a classification dataset (training/finetune.py); its checkpoints and metrics.jsonl go to
+    the folder `finetune/` beside finetune.json. None on ranks other than 0."""
+    from training.finetune import run_finetune
+
+    spec = cfg.downstream.dataset(dataset, "finetune")
+    model, info = load_model(checkpoint, baseline, cfg.seed)
+    start = time.perf_counter()
+    run_dir = output_path(cfg, "finetune", spec.name, baseline).with_suffix("")
+    result = run_finetune(model, {**info, "checkpoint": str(checkpoint)}, spec, cfg, run_dir)
+    if result is None:
+        return None
+    return {**result, "checkpoint": str(checkpoint), "preset": info.get("preset"),
+            "weights_from": info.get("weights_from", "checkpoint"), "seconds": round(time.perf_counter() - start, 2)}
+
+
 def output_path(cfg, task: str, dataset: str, baseline: str = "") -> Path:
     """<output.dir>[/<baseline>][/<dataset>]/<task>.json: the held-out results keep their place, a
     dataset's and the baselines' sit beside them without overwriting."""
@@ -371,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="training output.dir, checkpoint folder or .pt file")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--dataset", default="", help="a name in the config's downstream.datasets (t2v, v2v, "
-                        "linear-probe, svo-probes); t2v without it: the held-out pretraining samples")
+                        "linear-probe, svo-probes, finetune); t2v without it: the held-out pretraining samples")
     init = parser.add_mutually_exclusive_group()
     init.add_argument("--random-init", action="store_const", const="random-init", dest="baseline", default="",
                       help="the checkpoint's preset with random weights (seed from the config), the baseline; "
@@ -387,7 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_from_args(EvalConfig, args, job="evaluate")
     dataset = args.dataset or (cfg.downstream.t2v.dataset if args.task == "t2v" else "")
     try:
-        if args.task in DOWNSTREAM_TASKS or dataset:
+        if args.task == "finetune":
+            result = evaluate_finetune(cfg, args.checkpoint, dataset, args.baseline)
+            if result is None:                   # another rank of a launcher run: rank 0 writes
+                return 0
+            dataset = result["dataset"]
+        elif args.task in DOWNSTREAM_TASKS or dataset:
             if args.task == "sort":
                 raise ValueError("--dataset: sort scores the held-out pretraining samples, not a downstream set")
             result = evaluate_downstream(cfg, args.checkpoint, args.task, dataset, args.baseline)
@@ -406,4 +435,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "torch.distributed" in sys.modules:      # finetune's process group (DeepSpeed)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(code)

@@ -24,6 +24,7 @@ import sys
 
 from common.cli import JobError, one_line
 from common.config import add_config_args, load_from_args
+from training.runtime import quiet_cpu_run  # raytrain.py imports it from here
 
 # A wrong command, config or input: one line, exit 2. A JobError (the run itself broke: a non-finite loss,
 # checkpoints that cannot be read) is one line with its own exit code (1). Anything else: traceback, exit 1.
@@ -57,19 +58,6 @@ def die_with_launcher() -> None:
         return
     if os.getppid() == 1:                      # the launcher died before prctl took effect
         os._exit(1)
-
-
-def quiet_cpu_run() -> None:
-    """On a machine without a GPU, say "CPU" to DeepSpeed (DS_ACCELERATOR) instead of letting it warn on
-    every rank that it found no accelerator, and keep torch's "No CUDA runtime is found, using CUDA_HOME"
-    (logged when DeepSpeed builds its CPU comm op next to an installed CUDA toolkit) out of the log."""
-    import logging
-
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

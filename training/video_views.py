@@ -13,6 +13,9 @@ crops, 5 x 3 for Kinetics-400; retrieval 1 x 1):
 An image (SVO-Probes) is a clip of T copies of itself: `image_views` takes it through the same 1-crop
 transform, so the video tower sees a still video, as it does a still scene of the corpus.
 
+Training clips of the fine-tuning task (`decode_train_clip`): a random frame inside each of the T bins,
+a random square crop, optionally mirrored.
+
 Decoded with PyAV (one pass over the stream, frames converted only when picked, resized by swscale
 while converting). training/ does not use pipeline/'s ffmpeg decoder: it imports only common/ and
 features/ (ARCHITECTURE.md). Display rotation is not applied (no downstream set here stores any).
@@ -144,9 +147,51 @@ def decode_views(path: str | os.PathLike, spec: ViewSpec) -> torch.Tensor:
     else:
         offsets = [(0, 0), ((height - s) // 2, 0), (height - s, 0)]
     views = torch.stack([c[..., top:top + s, left:left + s] for c in clip for top, left in offsets])
+    return _normalise(views)                                          # [V, 3, T, S, S]
+
+
+def _normalise(views: torch.Tensor) -> torch.Tensor:
+    """float 0-255 [V, 3, T, S, S] -> ImageNet-normalised."""
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255
-    return ((views - mean) / std).contiguous()                        # [V, 3, T, S, S]
+    return ((views - mean) / std).contiguous()
+
+
+def decode_train_clip(path: str | os.PathLike, spec: ViewSpec, rng, crop_scale: tuple[float, float] = (0.7, 1.0),
+                      flip: bool = False) -> torch.Tensor:
+    """One augmented training clip, float [3, T, S, S], ImageNet-normalised (the fine-tuning task).
+
+    time: the T equal bins of the video, a frame at a random place inside each bin (TSN's segment
+    sampling: every clip still spans the whole video, as the test views do). space: the short side
+    resized to S * resize_short as for the 1-crop view, a square of a random side (crop_scale of the short
+    side) at a random place, resized to S; mirrored with probability 1/2 when `flip` (never for classes
+    that name a direction: SSV2's "left to right", the demo's MoveLeft). `rng` is a random.Random, so
+    a clip is a pure function of its seed, whichever loader worker decodes it."""
+    import av
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise VideoDecodeError("missing_file", f"{path}: no such file")
+    try:
+        duration = duration_of(path)
+        if duration <= 0:
+            raise VideoDecodeError("no_duration", f"{path}: duration {duration}")
+        step = duration / spec.frames
+        times = [(i + rng.random()) * step for i in range(spec.frames)]          # ascending: one per bin
+        frames = torch.from_numpy(_decode(path, times, round(spec.image_size * spec.resize_short)))
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError("decode_failed", f"{path}: {exc}") from None
+    clip = frames.permute(3, 0, 1, 2).float()                                    # [3, T, H, W]
+    height, width = clip.shape[-2:]
+    side = max(1, min(height, width, round(rng.uniform(*crop_scale) * min(height, width))))
+    top, left = rng.randint(0, height - side), rng.randint(0, width - side)
+    clip = clip[..., top:top + side, left:left + side]
+    if side != spec.image_size:
+        clip = torch.nn.functional.interpolate(clip, size=(spec.image_size, spec.image_size), mode="bilinear",
+                                               align_corners=False, antialias=side > spec.image_size)
+    if flip and rng.random() < 0.5:
+        clip = clip.flip(-1)
+    return _normalise(clip.clamp(0, 255).unsqueeze(0))[0]
 
 
 def image_views(path: str | os.PathLike, spec: ViewSpec) -> torch.Tensor:
@@ -168,7 +213,4 @@ def image_views(path: str | os.PathLike, spec: ViewSpec) -> torch.Tensor:
     s = spec.image_size
     top, left = (height - s) // 2, (width - s) // 2
     crop = pixels[:, top:top + s, left:left + s]                               # [3, S, S]
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
-    frame = (crop - mean) / std
-    return frame[None, :, None].expand(1, 3, spec.frames, s, s).contiguous()   # [1, 3, T, S, S]
+    return _normalise(crop[None, :, None].expand(1, 3, spec.frames, s, s))     # [1, 3, T, S, S]
