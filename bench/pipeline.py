@@ -5,12 +5,25 @@ ratios of one run, never numbers of two runs. The decode parts also print CPU se
 its children), which a busy machine disturbs much less.
 
 1. Throughput: the whole job (`pipeline.run.run_job` on Ray Data, Ray already started) on the demo
-   corpus (or `--manifest`, or `--corpus-720p N`: N generated 60 s 1280x720 captioned videos):
-   videos/s and frames/s; baselines, on the same frames (times and sizes read back from the shards'
-   json), with the job's decode parallelism, in the same run: bare ffmpeg commands, one per sample
-   (`-ss` span seek, `select` of those frames, scale, mjpeg to a pipe), and a bare PyAV seek loop (one
-   container per video, a keyframe seek + decode to each frame, swscale, JPEG: the simplest in-process
-   decode). Prints the ratio of the job to each (DESIGN.md target: >= 1.2x bare ffmpeg).
+   corpus (or `--manifest`, or `--corpus N`: N generated 60 s captioned videos of `--corpus-size`, default
+   1280x720, with a real speech track; `--corpus-minutes` loops them): videos/s and frames/s, cold (fresh
+   workers) and warm; then (`--asr-fraction`, default 0.33) the same videos with the captions taken off a
+   third of them (every third row, or with `--asr-rows first` the first third: faster-whisper Whisper
+   tiny.en, the demo config's ASR, transcribes those). Baselines, on the
+   same frames (times and sizes read back from the shards' json), as many at a time as the job has cores,
+   in the same run: bare ffmpeg commands, one per sample (`-ss` span seek, `select` of those frames,
+   scale, mjpeg to a pipe), and a bare PyAV seek loop (one container per video, a keyframe seek + decode to
+   each frame, swscale, JPEG: the simplest in-process decode); for the ASR run bare ffmpeg only, decoding
+   frames only (no ASR pass: the issue's goal is >= 0.8x of bare ffmpeg frame decoding with the ASR
+   included in the job). Prints the ratio of the job to each (DESIGN.md target: >= 1.2x bare ffmpeg) and
+   each one's CPU utilisation: CPU seconds of the process tree (driver, Ray services, workers, ffmpeg
+   children; bench/cpu_usage.py says how) / (wall x cores), with the machine's busy share and the load
+   average over the same window (the machine is shared: compare within one run). `--set KEY=VALUE`
+   overrides the job's config; `--compare-set K=V,K=V` runs the warm and the ASR run once more right after
+   each with those overrides (e.g. the stage resources before a change), under the same load
+   (`--compare-repeats N`: N of each, alternately, medians compared), and checks that they wrote the same
+   shard bytes. Parts 4-6 live in bench/decode_parts.py, the inputs in
+   bench/corpora.py.
 2. Driver: a manifest of `--driver-rows` rows (default 20,000) whose files do not exist (every row fails at
    fetch, so the workers do almost nothing and the driver's own cost shows): rows/s through the whole
    job and the driver process's CPU seconds per row; baseline: reading and de-duplicating the same
@@ -42,6 +55,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 
 import argparse
 import concurrent.futures
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -49,66 +63,57 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+
+
+def _sibling(name: str):
+    """bench/NAME.py as a module: bench/ is no package, and it is off sys.path (see above)."""
+    if f"bench_{name}" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module   # before running it: dataclasses and pickle look it up there
+        spec.loader.exec_module(module)
+    return sys.modules[f"bench_{name}"]
+
 
 from common.config import load_config
-from common.paths import CACHE_DIR, DATA_DIR
 from pipeline.config import PipelineConfig
 
-BENCH = CACHE_DIR / "bench"
+corpora, cpu_usage, decode_parts = _sibling("corpora"), _sibling("cpu_usage"), _sibling("decode_parts")
+BENCH = corpora.BENCH
 
 
-def demo_manifest(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    manifest = DATA_DIR / "demo" / "manifest.jsonl"
-    if not manifest.exists():
-        made = subprocess.run([sys.executable, "-m", "pipeline.demo", "--out", str(manifest.parent)], cwd=ROOT)
-        if made.returncode != 0 or not manifest.exists():  # no demo generator: a generated captioned corpus
-            from tests.pipeline.corpus import make_corpus
-
-            return make_corpus(BENCH / "corpus", n=12, duration=48.0)
-    return manifest
+def job_cores(num_cpus: int) -> int:
+    return min(num_cpus, os.cpu_count() or num_cpus)
 
 
-def corpus_720p(n: int) -> Path:
-    """`n` captioned 60 s 1280x720 videos (copies of the 720p test video, cached) and their manifest."""
-    from tests.pipeline.corpus import make_vtt
-
-    folder = BENCH / f"corpus-720p-{n}"
-    manifest = folder / "manifest.jsonl"
-    if not manifest.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for i in range(n):
-            video = folder / f"v{i}.mp4"
-            shutil.copyfile(make_720p(1), video)
-            rows.append({"video_id": f"hd{i}", "url": str(video), "captions": str(make_vtt(folder / f"v{i}.en.vtt", 60.0))})
-        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return manifest
-
-
-def run_job_timed(manifest: Path, num_cpus: int, extra: list[str]) -> tuple[list[dict], PipelineConfig]:
-    """The job twice in one Ray session: cold (fresh workers import everything) and warm (workers reused)."""
+def run_jobs(runs: list[tuple[str, Path, list[str]]], num_cpus: int,
+             extra: list[str]) -> dict[str, tuple[dict, dict, PipelineConfig]]:
+    """Each (name, manifest, its own overrides) through the job in one Ray session, in order (the first one
+    starts the workers: "cold"); per run its summary, the CPU use of the process tree while it ran, and its
+    config."""
     import ray
 
     from pipeline.run import check_models, run_job
 
-    summaries = []
+    out: dict = {}
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=400 * 1024**2)
     try:
-        for run in ("cold", "warm"):
-            out = BENCH / f"pipeline-run-{run}"
-            shutil.rmtree(out, ignore_errors=True)
+        for name, manifest, own in runs:
+            folder = BENCH / f"pipeline-run-{name.replace(' ', '-')}"
+            shutil.rmtree(folder, ignore_errors=True)
             cfg = load_config(PipelineConfig, ROOT / "configs" / "demo.yaml",
-                              [f"input.manifest={manifest}", f"output.dir={out}", "ray.progress_bar=false",
-                               f"ray.num_cpus={num_cpus}", *extra], job="pipeline")
+                              [f"input.manifest={manifest}", f"output.dir={folder}", "ray.progress_bar=false",
+                               f"ray.num_cpus={num_cpus}", *extra, *own], job="pipeline")
             check_models(cfg)  # build/resolve the ASR model outside the timed part
-            summaries.append(run_job(cfg, use_ray=True))
+            with cpu_usage.TreeCpu(job_cores(num_cpus)) as usage:
+                summary = run_job(cfg, use_ray=True)
+            out[name] = (summary, usage.result(), cfg)
     finally:
         ray.shutdown()
-    return summaries, cfg
+    return out
 
 
 def driver_cost(rows: int, num_cpus: int) -> dict:
@@ -206,27 +211,23 @@ def shard_samples(out_dir: Path) -> list[dict]:
             meta = json.loads(sample["json"])
             frames = meta["frames"]
             samples.append({"source": str(meta["source"]), "times": frames["times"], "width": frames["width"],
-                            "height": frames["height"]})
+                            "height": frames["height"], "transcript": meta["transcript"]["source"]})
     return samples
 
 
-def _timed_pool(fn, jobs: list, workers: int, processes: bool) -> tuple[list, float, float]:
-    """Results, wall seconds, CPU seconds (this process + its children) of `fn` over `jobs`."""
+def _timed_pool(fn, jobs: list, workers: int, processes: bool) -> tuple[list, dict]:
+    """Results of `fn` over `jobs`, and the CPU use (bench/cpu_usage.py) of this process and its children
+    meanwhile; utilisation over `workers` cores."""
     import multiprocessing
-    import resource
 
-    def cpu() -> float:
-        return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                   for f in ("ru_utime", "ru_stime"))
-
-    c0, started = cpu(), time.perf_counter()
-    if processes:  # PyAV in threads would share one interpreter; the job's workers are processes
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            out = pool.map(fn, jobs, chunksize=1)
-    else:
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            out = list(pool.map(fn, jobs))
-    return out, time.perf_counter() - started, cpu() - c0
+    with cpu_usage.TreeCpu(workers) as usage:
+        if processes:  # PyAV in threads would share one interpreter; the job's workers are processes
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                out = pool.map(fn, jobs, chunksize=1)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                out = list(pool.map(fn, jobs))
+    return out, usage.result()
 
 
 def _run_bare_ffmpeg(args: list[str]) -> int:
@@ -235,26 +236,21 @@ def _run_bare_ffmpeg(args: list[str]) -> int:
 
 def baseline(samples: list[dict], workers: int) -> dict:
     jobs = [bare_ffmpeg_args(s["source"], s["times"], s["width"], s["height"], 3) for s in samples]
-    sizes, wall, cpu = _timed_pool(_run_bare_ffmpeg, jobs, workers, processes=False)
+    sizes, usage = _timed_pool(_run_bare_ffmpeg, jobs, workers, processes=False)
     frames = sum(len(s["times"]) for s in samples)
-    return {"samples": len(jobs), "frames": frames, "wall_s": round(wall, 3), "cpu_s": round(cpu, 2),
-            "frames_per_s": round(frames / wall, 2), "bytes": sum(sizes)}
+    return {"samples": len(jobs), "frames": frames, "wall_s": usage["wall_s"], "cpu_s": usage["cpu_s"],
+            "frames_per_s": round(frames / usage["wall_s"], 2), "bytes": sum(sizes), "cpu": usage}
 
 
 def bare_pyav_video(job: tuple[str, list[list[float]], int, int]) -> int:
     """The simplest in-process decode (decode_probe.seek_loop): one container, for each time a keyframe
     seek and decoding to the first frame at or after it, swscale to the size, JPEG (simplejpeg). Returns
     the JPEG bytes made."""
-    import importlib.util
-
     from pipeline.media.probe import probe
 
     source, samples, width, height = job
-    spec = importlib.util.spec_from_file_location("bench_decode_probe", DECODE_SCRIPT)
-    decode_probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(decode_probe)
     zero = probe(source).clock_zero   # the shards' times are on the caption clock
-    return decode_probe.seek_loop(source, zero, samples, (width, height), encode=True)
+    return _sibling("decode_probe").seek_loop(source, zero, samples, (width, height), encode=True)
 
 
 def baseline_pyav(samples: list[dict], workers: int) -> dict:
@@ -262,150 +258,152 @@ def baseline_pyav(samples: list[dict], workers: int) -> dict:
     for s in samples:
         by_video.setdefault(s["source"], []).append(s)
     jobs = [(src, [s["times"] for s in rows], rows[0]["width"], rows[0]["height"]) for src, rows in by_video.items()]
-    sizes, wall, cpu = _timed_pool(bare_pyav_video, jobs, workers, processes=True)
+    sizes, usage = _timed_pool(bare_pyav_video, jobs, workers, processes=True)
     frames = sum(len(s["times"]) for s in samples)
-    return {"samples": len(samples), "videos": len(jobs), "frames": frames, "wall_s": round(wall, 3),
-            "cpu_s": round(cpu, 2), "frames_per_s": round(frames / wall, 2), "bytes": sum(sizes)}
+    return {"samples": len(samples), "videos": len(jobs), "frames": frames, "wall_s": usage["wall_s"],
+            "cpu_s": usage["cpu_s"], "frames_per_s": round(frames / usage["wall_s"], 2), "bytes": sum(sizes),
+            "cpu": usage}
 
 
-def make_720p(minutes: int) -> Path:
-    BENCH.mkdir(parents=True, exist_ok=True)
-    one = BENCH / "720p_1min.mp4"
-    if not one.exists():
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-                        "testsrc2=size=1280x720:rate=30:duration=60", "-f", "lavfi", "-i", "sine=duration=60",
-                        "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                        "-shortest", str(one)], check=True, timeout=1800)
-    if minutes == 1:
-        return one
-    path = BENCH / f"720p_{minutes}min.mp4"
-    if not path.exists():  # the 1-minute file looped, stream copy: same content, `minutes` long
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", str(minutes - 1), "-i", str(one),
-                        "-c", "copy", str(path)], check=True, timeout=1800)
-    return path
-
-
-DECODE_SCRIPT = Path(__file__).resolve().parent / "decode_probe.py"
-
-
-def run_decode_probe(path: Path, way: str, requests: list[list[float]], size=(455, 256)) -> dict:
-    """One decode in a fresh process (its own peak RSS, nothing cached from an earlier one)."""
-    result = subprocess.run([sys.executable, str(DECODE_SCRIPT), way, str(path), str(size[0]), str(size[1]),
-                             json.dumps(requests)], cwd=ROOT, check=True, capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _span(start: float, length: float = 19.0) -> list[float]:
-    return [round(start + (i + 0.5) * length / 16, 6) for i in range(16)]
-
-
-def decode_speed(repeats: int) -> dict:
-    """The same frames of the 60 s 720p video by each way; best CPU time of `repeats` runs."""
-    path = make_720p(1)
-    cases = {"16 over 60 s": [_span(0.0, 60.0)], "one 19 s span": [_span(20.0)],
-             "8 overlapping spans": [_span(s) for s in (1, 5, 9, 13, 21, 25, 29, 33)]}
-    out = {}
-    for case, requests in cases.items():
-        ways = ["pyav", "ffmpeg", "pyav_seek_loop"] + (["ffmpeg_fps_filter"] if case == "16 over 60 s" else [])
-        rows = {}
-        for way in ways:
-            runs = [run_decode_probe(path, way, requests) for _ in range(repeats)]
-            rows[way] = min(runs, key=lambda r: r["cpu_s"])
-        for way, row in rows.items():
-            row["pyav_cpu_speedup"] = round(row["cpu_s"] / rows["pyav"]["cpu_s"], 2)
-            row["pyav_wall_speedup"] = round(row["wall_s"] / rows["pyav"]["wall_s"], 2)
-        out[case] = rows
-    return out
-
-
-def jpeg_speed() -> dict:
-    """ms per frame to encode the same 455x256 RGB frames (quality 90, 4:2:0) by each encoder found."""
-    result = subprocess.run([sys.executable, str(DECODE_SCRIPT), "jpeg", str(make_720p(1))], cwd=ROOT, check=True,
-                            capture_output=True, text=True)
-    *notes, last = result.stdout.strip().splitlines()
-    for note in notes:  # encoders that could not be measured
-        print(note)
-    return json.loads(last)
-
-
-def memory() -> dict:
-    out = {}
-    for minutes in (1, 20):
-        path = make_720p(minutes)
-        length = minutes * 60.0
-        cases = {"span": [_span(length / 2)], "whole": [_span(0.0, length)],
-                 "16 spans": [_span(k * (length - 20.0) / 15) for k in range(16)]}
-        for backend in ("pyav", "ffmpeg"):
-            for case, requests in cases.items():
-                if backend == "ffmpeg" and case == "16 spans":
-                    continue  # 16 commands; each is one "span" run
-                out[f"{minutes}min_{backend}_{case}"] = run_decode_probe(path, backend, requests)
-    return out
+def job_row(summary: dict, usage: dict, cfg: PipelineConfig) -> dict:
+    wall, this = summary["seconds"]["wall"], summary["this_run"]
+    frames = this["samples"] * cfg.segment.frames * cfg.segment.frames_per_bin
+    return {"videos": this["processed"], "samples": this["samples"], "frames": frames, "wall_s": wall,
+            "videos_per_s": round(this["processed"] / wall, 3), "frames_per_s": round(frames / wall, 2),
+            "stage_seconds": summary["seconds"], "written": summary["written"], "skipped": summary["skipped"],
+            "failed": summary["failed"], "driver_bytes_in": this["driver_bytes_in"],
+            "driver_bytes_out": this["driver_bytes_out"], "shard_bytes_written": this["bytes_written"], "cpu": usage}
 
 
 def throughput(args) -> dict:
-    manifest = corpus_720p(args.corpus_720p) if args.corpus_720p else demo_manifest(args.manifest)
-    extra = (["asr.enabled=false"] if args.no_asr else []) + [f"decode.backend={args.backend}"]
-    summaries, cfg = run_job_timed(manifest, args.num_cpus, extra)
-    runs = {}
-    for name, summary in zip(("cold", "warm"), summaries):
-        wall, this = summary["seconds"]["wall"], summary["this_run"]
-        frames = this["samples"] * cfg.segment.frames * cfg.segment.frames_per_bin
-        runs[name] = {"videos": this["processed"], "samples": this["samples"], "frames": frames, "wall_s": wall,
-                      "videos_per_s": round(this["processed"] / wall, 3), "frames_per_s": round(frames / wall, 2),
-                      "stage_seconds": summary["seconds"], "written": summary["written"],
-                      "skipped": summary["skipped"], "failed": summary["failed"],
-                      "driver_bytes_in": this["driver_bytes_in"], "driver_bytes_out": this["driver_bytes_out"],
-                      "shard_bytes_written": this["bytes_written"]}
-    samples = shard_samples(Path(cfg.output.dir))
-    workers = cfg.ray.decode_concurrency
-    bases = {"bare ffmpeg": baseline(samples, workers), "bare PyAV seek loop": baseline_pyav(samples, workers)}
+    if args.corpus:
+        width, height = (int(x) for x in args.corpus_size.lower().split("x"))
+        manifest = corpora.corpus(args.corpus, width, height, args.corpus_minutes)
+    else:
+        manifest = corpora.demo_manifest(args.manifest)
+    extra = (["asr.enabled=false"] if args.no_asr else []) + [f"decode.backend={args.backend}", *args.set]
+    asr = not args.no_asr and args.asr_fraction > 0
+    runs_of = [("warm", manifest)]
+    if asr:
+        asr_manifest, without = corpora.asr_variant(manifest, args.asr_fraction, args.asr_rows)
+        runs_of.append(("asr", asr_manifest))
+    other = [x for x in args.compare_set.split(",") if x]
+    plan = [("cold", manifest, [])]
+    for name, path in runs_of:   # with other settings right after, in the same session: a before/after
+        plan.append((name, path, []))
+        for i in range(args.compare_repeats if other else 0):
+            # alternately (A B, B A, A B, ...): the first run of a pair may pay for starting workers
+            pair = [(f"{name} [other]" + (f" #{i + 1}" if i else ""), path, other)]
+            if i:
+                pair.append((f"{name} #{i + 1}", path, []))
+            plan += pair if i % 2 == 0 else pair[::-1]
+    done = run_jobs(plan, args.num_cpus, extra)
+    runs = {name: job_row(*result) for name, result in done.items()}
+    cores = job_cores(args.num_cpus)
     for name, job in runs.items():
         print(f"job ({name}, decode.backend={args.backend}): {job['videos']} videos, {job['samples']} samples, "
               f"{job['frames']} frames in {job['wall_s']:.1f} s: {job['videos_per_s']} videos/s, "
-              f"{job['frames_per_s']} frames/s (stage seconds {job['stage_seconds']})")
-    ratios = {}
-    for name, base in bases.items():
-        print(f"{name}: {base['frames']} frames in {base['wall_s']:.1f} s (CPU {base['cpu_s']} s): "
-              f"{base['frames_per_s']} frames/s ({workers} at a time)")
-        ratios[name] = {run: round(runs[run]["frames_per_s"] / base["frames_per_s"], 3) for run in runs}
-        print(f"ratio (job / {name}, frames/s): warm {ratios[name]['warm']}x, cold {ratios[name]['cold']}x"
-              + ("  (DESIGN.md target >= 1.2x)" if name == "bare ffmpeg" else ""))
+              f"{job['frames_per_s']} frames/s; skipped {job['skipped']}, failed {job['failed']}; stage seconds "
+              f"{job['stage_seconds']}")
+        print(f"  job ({name}) {cpu_usage.describe(job['cpu'])}")
+    report = {"job": runs, "baselines": {}, "ratios": {}}
+    if not args.skip_baselines:
+        print_baselines(report, done, cores)
     warm = runs["warm"]
     print(f"bytes across the driver (warm run): {warm['driver_bytes_out']:,} out (task rows), "
           f"{warm['driver_bytes_in']:,} in (piece stats); the workers wrote {warm['shard_bytes_written']:,} "
           f"bytes of shards ({warm['driver_bytes_in'] / max(warm['shard_bytes_written'], 1):.4%} of that came "
           "back, and none of it is sample data)")
-    return {"job": runs, "baselines": bases, "ratios": dict(ratios)}
+    if asr:
+        job = runs["asr"]
+        asr_samples = shard_samples(Path(done["asr"][2].output.dir))
+        by_asr = [s for s in asr_samples if s["transcript"] == "asr"]
+        print(f"with ASR: {without} of {job['videos']} videos without captions ({len({s['source'] for s in by_asr})} "
+              f"transcribed into samples, {len(by_asr)} of {len(asr_samples)} samples; ASR stage "
+              f"{job['stage_seconds'].get('asr', 0):.1f} s): job {job['frames_per_s']} frames/s, "
+              f"{job['videos_per_s']} videos/s, CPU utilisation {job['cpu']['util']:.0%}")
+        if not args.skip_baselines:
+            base = report["baselines"]["bare ffmpeg, ASR run"] = baseline(asr_samples, cores)
+            ratio = report["ratios"]["bare ffmpeg, ASR run"] = {
+                run: round(runs[run]["frames_per_s"] / base["frames_per_s"], 3) for run in runs if run.startswith("asr")}
+            print(f"bare ffmpeg on the same frames (decoding only, no ASR pass): {base['frames_per_s']} frames/s\n"
+                  f"  bare ffmpeg {cpu_usage.describe(base['cpu'])}\nratio with ASR (job / bare ffmpeg, frames/s): "
+                  + ", ".join(f"{run} {r}x" for run, r in ratio.items()) + "  (issue target >= 0.8x); CPU "
+                  "utilisation: job " + ", ".join(f"{run} {runs[run]['cpu']['util']:.0%}" for run in ratio)
+                  + f", bare ffmpeg {base['cpu']['util']:.0%}")
+            print_per_cpu("bare ffmpeg", {run: runs[run] for run in ratio}, base)
+    for first in [n for n, _ in runs_of] if other else []:
+        report["compare"] = compare = report.get("compare", {})
+        fps = {side: sorted(r["frames_per_s"] for n, r in runs.items() if n.split(" #")[0] == name)
+               for side, name in (("this", first), ("other", f"{first} [other]"))}
+        util = {side: [r["cpu"]["util"] for n, r in runs.items() if n.split(" #")[0] == name]
+                for side, name in (("this", first), ("other", f"{first} [other]"))}
+        same = all(shard_bytes(done[n][2]) == shard_bytes(done[first][2]) for n in runs if n.startswith(f"{first} "))
+        median = {side: values[len(values) // 2] for side, values in fps.items()}
+        compare[first] = {"frames_per_s": fps, "util": util, "ratio": round(median["this"] / median["other"], 3)}
+        print(f"{first}: this config {fps['this']} frames/s (CPU utilisation {', '.join(f'{u:.0%}' for u in util['this'])}) "
+              f"vs with {','.join(other)}: {fps['other']} ({', '.join(f'{u:.0%}' for u in util['other'])}); median "
+              f"ratio {compare[first]['ratio']}x; shards byte-identical: {same}")
+    print(f"shards of the cold and the warm run byte-identical: {shard_bytes(done['cold'][2]) == shard_bytes(done['warm'][2])}")
+    return report
 
 
-def print_decode(rows: dict) -> None:
-    for case, ways in rows.items():
-        for way, r in ways.items():
-            print(f"decode {case:>19} {way:>17}: {r['frames']:3d} frames, CPU {r['cpu_s']:6.2f} s, wall "
-                  f"{r['wall_s']:6.2f} s; pyav backend faster by {r['pyav_cpu_speedup']}x CPU, "
-                  f"{r['pyav_wall_speedup']}x wall")
+def print_baselines(report: dict, done: dict, cores: int) -> None:
+    """The captioned runs against bare ffmpeg and the bare PyAV loop on the warm run's frames."""
+    runs = report["job"]
+    samples = shard_samples(Path(done["warm"][2].output.dir))
+    bases = report["baselines"]
+    bases.update({"bare ffmpeg": baseline(samples, cores), "bare PyAV seek loop": baseline_pyav(samples, cores)})
+    target = {"bare ffmpeg": "  (DESIGN.md target >= 1.2x)", "bare PyAV seek loop": "  (issue target >= 0.8x)"}
+    for name, base in bases.items():
+        print(f"{name}: {base['frames']} frames in {base['wall_s']:.1f} s: {base['frames_per_s']} frames/s "
+              f"({cores} at a time)\n  {name} {cpu_usage.describe(base['cpu'])}")
+        ratio = report["ratios"][name] = {run: round(runs[run]["frames_per_s"] / base["frames_per_s"], 3)
+                                          for run in runs if not run.startswith("asr")}
+        print(f"ratio (job / {name}, frames/s): " + ", ".join(f"{run} {r}x" for run, r in ratio.items())
+              + f"{target[name]}; CPU utilisation: job " + ", ".join(f"{run} {runs[run]['cpu']['util']:.0%}"
+                                                                    for run in ratio) + f", {name} {base['cpu']['util']:.0%}")
+        print_per_cpu(name, {run: runs[run] for run in ratio}, base)
 
 
-def print_memory(mem: dict) -> None:
-    for name, row in mem.items():
-        print(f"decode memory {name:>20}: worker peak {row['worker_kb'] / 1024:7.1f} MiB, ffmpeg peak "
-              f"{row['ffmpeg_kb'] / 1024:7.1f} MiB, CPU {row['cpu_s']} s")
-    for key in sorted({k.split("_", 1)[1] for k in mem}):
-        one, twenty = mem[f"1min_{key}"], mem[f"20min_{key}"]
-        peak = [max(r["worker_kb"], r["ffmpeg_kb"]) for r in (one, twenty)]
-        print(f"peak RSS 20-min / 1-min, {key}: {peak[1] / peak[0]:.2f}x (issue goal <= 1.3x)")
+def per_cpu_s(row: dict) -> float:
+    return row["frames"] / max(row["cpu"]["cpu_s"], 1e-9)
+
+
+def print_per_cpu(name: str, runs: dict, base: dict) -> None:
+    """Frames per CPU-second of the process tree: what a busy machine disturbs less than frames/s (it takes
+    cores away, it barely changes the work per frame). frames/s ratio = this ratio x utilisation ratio."""
+    print(f"  per CPU-second (job's CPU: driver, Ray services and workers): {name} {per_cpu_s(base):.1f} frames, job "
+          + ", ".join(f"{run} {per_cpu_s(row):.1f} ({per_cpu_s(row) / per_cpu_s(base):.2f}x)" for run, row in runs.items()))
+
+
+def shard_bytes(cfg: PipelineConfig) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((Path(cfg.output.dir) / "shards").glob("shard-*.tar"))}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", help="manifest to run (default: the demo corpus)")
-    parser.add_argument("--corpus-720p", type=int, default=0, metavar="N",
-                        help="run part 1 on N generated 60 s 1280x720 captioned videos instead")
+    parser.add_argument("--corpus", "--corpus-720p", type=int, default=0, metavar="N",
+                        help="run part 1 on N generated 60 s captioned videos with speech instead")
+    parser.add_argument("--corpus-size", default="1280x720", metavar="WxH", help="their size (e.g. 640x360)")
+    parser.add_argument("--corpus-minutes", type=int, default=1, help="their length (the minute looped)")
+    parser.add_argument("--asr-fraction", type=float, default=0.33,
+                        help="part 1 again with no captions on this fraction of the videos (0: not)")
+    parser.add_argument("--asr-rows", default="spread", choices=["spread", "first"],
+                        help="which rows lose their captions: spread evenly (every input shard needs ASR) or the "
+                             "first ones (the other shards skip the ASR actors and run beside them)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pipeline config override for the job of part 1 (e.g. ray.decode_num_cpus=0.75)")
+    parser.add_argument("--compare-set", default="", metavar="KEY=VALUE,...",
+                        help="part 1's warm and ASR runs once more with these overrides, in the same Ray session "
+                             "(a before/after of e.g. stage resources under the same load)")
+    parser.add_argument("--compare-repeats", type=int, default=1, metavar="N",
+                        help="--compare-set: N runs of each setting, alternately; the medians are compared")
     parser.add_argument("--backend", default="pyav", choices=["pyav", "ffmpeg"], help="the job's decode.backend")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--no-asr", action="store_true", help="skip videos without captions instead of ASR")
-    for part in ("throughput", "driver", "decode", "jpeg", "memory"):
+    for part in ("throughput", "baselines", "driver", "decode", "jpeg", "memory"):
         parser.add_argument(f"--skip-{part}", action="store_true")
     parser.add_argument("--driver-rows", default="20000",
                         help="rows of the driver part; a comma list (e.g. 10000,100000,1000000) runs each size in "
@@ -438,22 +436,22 @@ def main() -> int:
                   f"{last['rows'] / first['rows']:.0f}x the rows)")
     if args.compare_with:
         extra = ["asr.enabled=false"] if args.no_asr else []
-        c = report["compare"] = compare_with(args.compare_with, demo_manifest(args.manifest), args.num_cpus, extra,
+        c = report["compare"] = compare_with(args.compare_with, corpora.demo_manifest(args.manifest), args.num_cpus, extra,
                                              args.repeats)
         for name, rows in c["runs"].items():
             print(f"job at {name}: " + ", ".join(f"{r['videos']} videos in {r['wall_s']} s ({r['videos_per_s']}/s)"
                                                  for r in rows))
         print(f"ratio (this checkout / {args.compare_with}, best videos/s of each): {c['ratio']}x")
     if not args.skip_decode:
-        print_decode(report.setdefault("decode", decode_speed(args.repeats)))
+        decode_parts.print_decode(report.setdefault("decode", decode_parts.decode_speed(args.repeats, corpora.make_720p)))
     if not args.skip_jpeg:
-        report["jpeg"] = jpeg_speed()
+        report["jpeg"] = decode_parts.jpeg_speed(corpora.make_720p)
         base = report["jpeg"]["pillow"]["ms_per_frame"]
         for name, row in report["jpeg"].items():
             print(f"jpeg {name:>12}: {row['ms_per_frame']:.3f} ms/frame CPU ({base / row['ms_per_frame']:.2f}x "
                   f"Pillow), {row['bytes']} bytes/frame")
     if not args.skip_memory:
-        print_memory(report.setdefault("memory", memory()))
+        decode_parts.print_memory(report.setdefault("memory", decode_parts.memory(corpora.make_720p)))
     BENCH.mkdir(parents=True, exist_ok=True)
     (BENCH / "pipeline.json").write_text(json.dumps(report, indent=2))
     print(f"report: {BENCH / 'pipeline.json'}")

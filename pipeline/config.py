@@ -83,9 +83,11 @@ class RayConfig:
     # Streaming backpressure: Ray Data keeps at most this many bytes of rows in flight (None: Ray's default).
     max_inflight_bytes: int | None = 512 * 1024**2
     chunk_rows: int = 20000         # manifest rows per Ray Data run (bounds the driver's memory)
+    # Logical CPUs per task/actor: Ray holds them while the task or actor lives. One per process suits a
+    # many-core node; on a small one fractions let every stage run at once (configs/demo.yaml, 2 cores).
     prepare_num_cpus: float = 0.5   # fetch + probe + captions, per task
     prepare_concurrency: int = 2
-    decode_num_cpus: float = 1.0    # segment + decode (ffmpeg), per task
+    decode_num_cpus: float = 1.0    # segment + decode + write, per task
     decode_concurrency: int = 2
     asr_num_cpus: float = 1.0       # per ASR actor (the model is loaded once per actor)
     asr_num_gpus: float = 0.0
